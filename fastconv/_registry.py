@@ -1,0 +1,99 @@
+"""Backend registry: which backends exist, which load here, and the process-wide default."""
+from __future__ import annotations
+
+import importlib
+import threading
+from contextlib import contextmanager
+from types import ModuleType
+
+# Adding a backend is its module plus one line here (best first: `auto` prefers earlier ones).
+BACKEND_MODULES = {
+    "cython": "fastconv.backends.cython",
+    "numba": "fastconv.backends.numba",
+    "im2col": "fastconv.backends.im2col",
+    "naive": "fastconv.backends.naive",
+}
+AUTO = "auto"
+
+KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+           "avg_pool2d_forward", "avg_pool2d_backward")
+
+
+class BackendUnavailableError(ImportError):
+    """The named backend exists but cannot be used on this machine (the message says why)."""
+
+
+_lock = threading.Lock()
+_loaded: dict[str, ModuleType] = {}
+_failed: dict[str, str] = {}
+_default = AUTO
+
+
+def _load(name: str) -> ModuleType | None:
+    with _lock:
+        if name in _loaded or name in _failed:
+            return _loaded.get(name)
+        try:
+            module = importlib.import_module(BACKEND_MODULES[name])
+            missing = [k for k in KERNELS if not callable(getattr(module, k, None))]
+            if missing:
+                raise ImportError(f"backend module lacks {', '.join(missing)}")
+        except Exception as exc:  # a broken optional piece must not break the others
+            _failed[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        _loaded[name] = module
+        return module
+
+
+def available_backends() -> tuple[str, ...]:
+    """Names of the backends usable on this machine, best first."""
+    return tuple(name for name in BACKEND_MODULES if _load(name) is not None)
+
+
+def unavailable_reasons() -> dict[str, str]:
+    """For each backend that failed to load: why."""
+    available_backends()
+    return dict(_failed)
+
+
+def check_backend_name(name) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a str, got {type(name).__name__}")
+    if name != AUTO and name not in BACKEND_MODULES:
+        raise ValueError(f"backend must be one of {(AUTO, *BACKEND_MODULES)}, got {name!r}")
+    return name
+
+
+def get_module(name: str) -> ModuleType:
+    """The kernel module of a concrete backend, or an error saying why it is not usable."""
+    module = _load(check_backend_name(name))
+    if module is None:
+        hint = getattr(importlib.import_module("fastconv.backends"), "INSTALL_HINTS", {}).get(name, "")
+        raise BackendUnavailableError(
+            f"backend {name!r} is not available on this machine: {_failed[name]}. {hint}".strip())
+    return module
+
+
+def set_backend(name: str) -> None:
+    """Set the process-wide default backend (``"auto"`` picks the fastest per call)."""
+    global _default
+    check_backend_name(name)
+    if name != AUTO:
+        get_module(name)
+    _default = name
+
+
+def get_backend() -> str:
+    """The process-wide default backend name."""
+    return _default
+
+
+@contextmanager
+def use_backend(name: str):
+    """Temporarily set the default backend: ``with fastconv.use_backend("naive"): ...``."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)

@@ -1,0 +1,137 @@
+"""The shared front: argument normalization and validation, run once per call before any backend."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._params import ConvParams, PoolParams, conv_out_size
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_int(name: str, value) -> int:
+    # bool is an int subclass, but stride=True is a bug, not a request for stride 1.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def as_pair(name: str, value) -> tuple[int, int]:
+    """Normalize an int or an (h, w) pair to a tuple of two Python ints."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (tuple, list, np.ndarray)):
+        items = list(value)
+        if len(items) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {len(items)} values: {value!r}")
+        return _as_int(name, items[0]), _as_int(name, items[1])
+    v = _as_int(name, value)
+    return v, v
+
+
+def _check_at_least(name: str, pair: tuple[int, int], low: int) -> None:
+    if min(pair) < low:
+        raise ValueError(f"{name} must be >= {low}, got {pair if pair[0] != pair[1] else pair[0]}")
+
+
+def as_float_array(name: str, arr, ndim: int | None = None) -> np.ndarray:
+    """Check type/dtype/ndim and return a C-contiguous, native-byte-order view or copy.
+
+    The input is never modified; a copy is made only when the layout requires one.
+    """
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(arr).__name__}")
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got {arr.ndim}-D array of shape {arr.shape}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return np.ascontiguousarray(arr)
+
+
+def _check_same_dtype(ref_name: str, ref: np.ndarray, **others) -> None:
+    for name, arr in others.items():
+        if arr is not None and arr.dtype != ref.dtype:
+            raise TypeError(f"{name} has dtype {arr.dtype} but {ref_name} has dtype {ref.dtype}; they must match")
+
+
+def _check_nonempty_image(x: np.ndarray) -> None:
+    n, c, h, w = x.shape
+    if c < 1 or h < 1 or w < 1:
+        raise ValueError(f"x must have C, H, W >= 1, got shape {x.shape}")
+
+
+def conv2d_args(x, w, b, stride, padding, dilation, groups):
+    """Validate conv2d arguments; return clean (x, w, b, ConvParams)."""
+    x = as_float_array("x", x, 4)
+    w = as_float_array("w", w, 4)
+    b = None if b is None else as_float_array("b", b)
+    _check_same_dtype("x", x, w=w, b=b)
+    stride = as_pair("stride", stride)
+    padding = as_pair("padding", padding)
+    dilation = as_pair("dilation", dilation)
+    groups = _as_int("groups", groups)
+    _check_at_least("stride", stride, 1)
+    _check_at_least("padding", padding, 0)
+    _check_at_least("dilation", dilation, 1)
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    _check_nonempty_image(x)
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    if min(f, cg, kh, kw) < 1:
+        raise ValueError(f"w must have every dimension >= 1, got shape {w.shape}")
+    if c % groups:
+        raise ValueError(f"x channels ({c}) must be divisible by groups ({groups})")
+    if f % groups:
+        raise ValueError(f"w filters ({f}) must be divisible by groups ({groups})")
+    if cg != c // groups:
+        raise ValueError(
+            f"w must have shape (F, C // groups, KH, KW) = (F, {c // groups}, KH, KW) for x with "
+            f"C={c} and groups={groups}, got w.shape[1]={cg}")
+    if b is not None and b.shape != (f,):
+        raise ValueError(f"b must have shape (F,) = ({f},), got {b.shape}")
+    out_h = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
+    out_w = conv_out_size(wd, kw, stride[1], padding[1], dilation[1])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"kernel (dilated extent {dilation[0] * (kh - 1) + 1}x{dilation[1] * (kw - 1) + 1}) is larger "
+            f"than the padded input ({h + 2 * padding[0]}x{wd + 2 * padding[1]}): output size would be "
+            f"{out_h}x{out_w}")
+    params = ConvParams(stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+                        groups, out_h, out_w)
+    return x, w, b, params
+
+
+def pool2d_args(x, kernel_size, stride, padding):
+    """Validate pooling arguments; return clean (x, PoolParams)."""
+    x = as_float_array("x", x, 4)
+    kernel = as_pair("kernel_size", kernel_size)
+    stride = kernel if stride is None else as_pair("stride", stride)
+    padding = as_pair("padding", padding)
+    _check_at_least("kernel_size", kernel, 1)
+    _check_at_least("stride", stride, 1)
+    _check_at_least("padding", padding, 0)
+    if 2 * padding[0] > kernel[0] or 2 * padding[1] > kernel[1]:
+        raise ValueError(f"padding must be at most half of kernel_size {kernel}, got {padding}")
+    _check_nonempty_image(x)
+    h, wd = x.shape[2:]
+    out_h = conv_out_size(h, kernel[0], stride[0], padding[0])
+    out_w = conv_out_size(wd, kernel[1], stride[1], padding[1])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"kernel_size {kernel} is larger than the padded input ({h + 2 * padding[0]}x"
+            f"{wd + 2 * padding[1]}): output size would be {out_h}x{out_w}")
+    return x, PoolParams(kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], out_h, out_w)
+
+
+def dout_arg(dout, expected_shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Validate the upstream gradient against what forward produced."""
+    dout = as_float_array("dout", dout, len(expected_shape))
+    if dout.dtype != dtype:
+        raise TypeError(f"dout has dtype {dout.dtype} but the forward pass used {dtype}; they must match")
+    if dout.shape != tuple(expected_shape):
+        raise ValueError(f"dout must have the forward output's shape {tuple(expected_shape)}, got {dout.shape}")
+    return dout

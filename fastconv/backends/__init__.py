@@ -1,0 +1,23 @@
+"""Backends: one module each, implementing the same six kernel functions on clean arrays.
+
+Every backend module defines::
+
+    conv2d_forward(x, w, b, p: ConvParams) -> (out, ctx)
+    conv2d_backward(dout, x, w, ctx, p: ConvParams, has_bias: bool) -> (dx, dw, db or None)
+    max_pool2d_forward(x, p: PoolParams) -> (out, ctx)
+    max_pool2d_backward(dout, x, ctx, p: PoolParams) -> dx
+    avg_pool2d_forward(x, p: PoolParams) -> (out, ctx)
+    avg_pool2d_backward(dout, x, ctx, p: PoolParams) -> dx
+
+The shared front (``fastconv._validate``) has already checked everything: arrays are
+C-contiguous, native byte order, one float dtype (float32 or float64), N >= 1, and the
+output size in ``p`` is >= 1. Arrays may be read-only and must never be written to.
+``ctx`` is the backend's own; backward must not modify it (it may be called twice).
+A module that fails to import is reported as unavailable with the exception's message.
+Register a new backend with one line in ``fastconv._registry.BACKEND_MODULES``.
+"""
+
+INSTALL_HINTS = {
+    "numba": "Install numba (pip install numba) to enable it.",
+    "cython": "Build the compiled extension: pip install . (or pip install -e . for a checkout).",
+}

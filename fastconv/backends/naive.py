@@ -1,0 +1,112 @@
+"""The reference backend: explicit loops written to be read, against which every other backend is tested."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _padded(x, pad_h, pad_w):
+    return np.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
+
+
+def _conv_windows(x_shape, w_shape, p):
+    """Yield (n, f, oh, ow, channel slice, row slice, col slice) for every output cell."""
+    n_batch, c, _, _ = x_shape
+    f_total, c_per_group, kh, kw = w_shape
+    f_per_group = f_total // p.groups
+    for n in range(n_batch):
+        for f in range(f_total):
+            g = f // f_per_group
+            channels = slice(g * c_per_group, (g + 1) * c_per_group)
+            for oh in range(p.out_h):
+                h0 = oh * p.stride_h
+                rows = slice(h0, h0 + p.dil_h * (kh - 1) + 1, p.dil_h)
+                for ow in range(p.out_w):
+                    w0 = ow * p.stride_w
+                    cols = slice(w0, w0 + p.dil_w * (kw - 1) + 1, p.dil_w)
+                    yield n, f, oh, ow, channels, rows, cols
+
+
+def conv2d_forward(x, w, b, p):
+    xp = _padded(x, p.pad_h, p.pad_w)
+    out = np.zeros((x.shape[0], w.shape[0], p.out_h, p.out_w), x.dtype)
+    for n, f, oh, ow, channels, rows, cols in _conv_windows(x.shape, w.shape, p):
+        out[n, f, oh, ow] = np.sum(xp[n, channels, rows, cols] * w[f])
+    if b is not None:
+        out += b[None, :, None, None]
+    return out, None
+
+
+def conv2d_backward(dout, x, w, ctx, p, has_bias):
+    xp = _padded(x, p.pad_h, p.pad_w)
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for n, f, oh, ow, channels, rows, cols in _conv_windows(x.shape, w.shape, p):
+        grad = dout[n, f, oh, ow]
+        dw[f] += grad * xp[n, channels, rows, cols]
+        dxp[n, channels, rows, cols] += grad * w[f]
+    dx = dxp[:, :, p.pad_h:p.pad_h + x.shape[2], p.pad_w:p.pad_w + x.shape[3]].copy()
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dw, db
+
+
+def _pool_windows(x_shape, p):
+    """Yield (oh, ow, in-bounds rows, in-bounds cols) for every pooling window."""
+    _, _, h, w = x_shape
+    for oh in range(p.out_h):
+        h0 = oh * p.stride_h - p.pad_h
+        rows = range(max(h0, 0), min(h0 + p.kernel_h, h))
+        for ow in range(p.out_w):
+            w0 = ow * p.stride_w - p.pad_w
+            yield oh, ow, rows, range(max(w0, 0), min(w0 + p.kernel_w, w))
+
+
+def max_pool2d_forward(x, p):
+    n_batch, c = x.shape[:2]
+    out = np.empty((n_batch, c, p.out_h, p.out_w), x.dtype)
+    # argmax[n, c, oh, ow] = flat (row * W + col) index of the window's winner in x[n, c]
+    argmax = np.empty(out.shape, np.int64)
+    for n in range(n_batch):
+        for ch in range(c):
+            plane = x[n, ch]
+            for oh, ow, rows, cols in _pool_windows(x.shape, p):
+                # Padding is -inf, which never beats anything, so only in-bounds cells compete.
+                # PyTorch's rule: start at the first in-bounds cell with -inf; a strictly larger
+                # value or any NaN takes over (so ties keep the first maximum, NaN propagates).
+                best, best_index = -np.inf, rows[0] * x.shape[3] + cols[0]
+                for r in rows:
+                    for col in cols:
+                        value = plane[r, col]
+                        if value > best or np.isnan(value):
+                            best, best_index = value, r * x.shape[3] + col
+                out[n, ch, oh, ow] = best
+                argmax[n, ch, oh, ow] = best_index
+    return out, argmax
+
+
+def max_pool2d_backward(dout, x, argmax, p):
+    dx = np.zeros_like(x)
+    n_batch, c, _, width = x.shape
+    for n in range(n_batch):
+        for ch in range(c):
+            for oh in range(p.out_h):
+                for ow in range(p.out_w):
+                    r, col = divmod(int(argmax[n, ch, oh, ow]), width)
+                    dx[n, ch, r, col] += dout[n, ch, oh, ow]
+    return dx
+
+
+def avg_pool2d_forward(x, p):
+    out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
+    area = p.kernel_h * p.kernel_w  # count_include_pad: padded zeros count in the divisor
+    for oh, ow, rows, cols in _pool_windows(x.shape, p):
+        window = x[:, :, rows.start:rows.stop, cols.start:cols.stop]
+        out[:, :, oh, ow] = window.sum(axis=(2, 3)) / area
+    return out, None
+
+
+def avg_pool2d_backward(dout, x, ctx, p):
+    dx = np.zeros_like(x)
+    area = p.kernel_h * p.kernel_w
+    for oh, ow, rows, cols in _pool_windows(x.shape, p):
+        dx[:, :, rows.start:rows.stop, cols.start:cols.stop] += (dout[:, :, oh, ow] / area)[:, :, None, None]
+    return dx
