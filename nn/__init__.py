@@ -1,1 +1,18 @@
 """nn: neural-network building blocks (CS231n-style layers, modules, optimizers) on top of fastconv."""
+from . import checkpoint, gradient_check, layers, models, optim, solver
+from .modules import (AvgPool2d, BatchNorm1d, BatchNorm2d, Buffer, Conv2d, CrossEntropyLoss, Dropout, Flatten,
+                      Linear, MaxPool2d, Module, MSELoss, Parameter, ReLU, Sequential)
+
+__all__ = [
+    "layers", "optim", "models", "solver", "gradient_check", "checkpoint", "data",
+    "Parameter", "Buffer", "Module", "Sequential", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "ReLU",
+    "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "CrossEntropyLoss", "MSELoss",
+]
+
+
+def __getattr__(name):
+    # nn.data pulls in scikit-learn only when first used
+    if name == "data":
+        import importlib
+        return importlib.import_module(".data", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

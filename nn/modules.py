@@ -1,0 +1,438 @@
+"""The module API: PyTorch-like layers that hold parameters and call the functional layers.
+
+Forward and backward are explicit: ``out = module(x)`` keeps what the backward pass needs,
+``dx = module.backward(dout)`` returns the input gradient and ADDS the parameter gradients to
+each ``Parameter.grad`` (clear them with ``zero_grad()``). Parameters and buffers are found by
+walking attributes, so a new module only assigns them.
+"""
+from __future__ import annotations
+
+import abc
+import math
+
+import numpy as np
+
+import fastconv
+
+from . import layers
+
+__all__ = ["Parameter", "Buffer", "Module", "Sequential", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear",
+           "ReLU", "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "CrossEntropyLoss", "MSELoss"]
+
+
+class Parameter:
+    """A trainable array ``data`` and its accumulated gradient ``grad`` (same shape and dtype)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = np.ascontiguousarray(data)
+        self.grad = np.zeros_like(self.data)
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Buffer:
+    """A non-trainable array saved with the module state (e.g. BatchNorm running statistics)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = np.ascontiguousarray(data)
+
+    def __repr__(self) -> str:
+        return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _pair(value) -> tuple:
+    return (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+
+
+def _positive_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Module(abc.ABC):
+    """Base class: child modules, parameters and buffers are whatever the attributes hold."""
+
+    def __init__(self):
+        self.training = True
+        self._cache = None
+
+    @abc.abstractmethod
+    def forward(self, *inputs):
+        """Output for ``inputs``; keeps what :meth:`backward` needs."""
+
+    @abc.abstractmethod
+    def backward(self, dout):
+        """Gradient with respect to the input of the last forward call; accumulates parameter grads."""
+
+    def __call__(self, *inputs):
+        return self.forward(*inputs)
+
+    def _saved(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self._cache
+
+    def named_children(self):
+        """``(name, module)`` for each module attribute, and for modules inside list/tuple attributes."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield f"{name}.{i}", item
+
+    def _named(self, kind, prefix=""):
+        for name, value in vars(self).items():
+            if isinstance(value, kind):
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child._named(kind, f"{prefix}{name}.")
+
+    def named_parameters(self):
+        """``(dotted name, Parameter)`` pairs, this module's first, then each child's."""
+        return self._named(Parameter)
+
+    def parameters(self):
+        return (param for _, param in self.named_parameters())
+
+    def named_buffers(self):
+        return self._named(Buffer)
+
+    def zero_grad(self) -> None:
+        for param in self.parameters():
+            param.grad[...] = 0
+
+    def train(self, mode: bool = True):
+        """Training mode (batch statistics, dropout on) or, with ``mode=False``, evaluation mode."""
+        self.training = bool(mode)
+        for _, child in self.named_children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def state_dict(self) -> dict:
+        """Copies of every parameter and buffer array, by dotted name."""
+        return {name: item.data.copy() for kind in (Parameter, Buffer) for name, item in self._named(kind)}
+
+    def load_state_dict(self, state) -> None:
+        """Set every parameter and buffer from ``state``; names and shapes must match exactly."""
+        items = {name: item for kind in (Parameter, Buffer) for name, item in self._named(kind)}
+        missing, unexpected = sorted(set(items) - set(state)), sorted(set(state) - set(items))
+        if missing or unexpected:
+            raise ValueError(f"state does not match {type(self).__name__}: missing {missing}, unexpected {unexpected}")
+        for name, item in items.items():
+            value = np.asarray(state[name])
+            if value.shape != item.data.shape:
+                raise ValueError(f"state[{name!r}] has shape {value.shape}, expected {item.data.shape}")
+            item.data = value.astype(item.data.dtype, copy=True)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in children]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    Example: ``Sequential(Conv2d(1, 8, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(), Linear(128, 10))``.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        for module in modules:
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential takes Module instances, got {type(module).__name__}")
+        self.layers = list(modules)
+
+    def named_children(self):
+        return ((str(i), module) for i, module in enumerate(self.layers))
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def forward(self, x):
+        for module in self.layers:
+            x = module(x)
+        return x
+
+    def backward(self, dout):
+        for module in reversed(self.layers):
+            dout = module.backward(dout)
+        return dout
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation) through :func:`fastconv.conv2d_forward`.
+
+    Args: ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``
+    (int or pair), ``groups``, ``bias``; ``backend`` (None = the default backend); ``dtype``;
+    ``rng`` (seed or Generator) for PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    Shape: (N, C_in, H, W) -> (N, C_out, H_out, W_out) with
+    ``H_out = floor((H + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, backend=None, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.groups = _positive_int("groups", groups)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.backend = backend
+        rng = np.random.default_rng(rng)
+        bound = 1 / math.sqrt(in_channels // groups * self.kernel_size[0] * self.kernel_size[1])
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype))
+        self.bias = Parameter(rng.uniform(-bound, bound, out_channels).astype(dtype)) if bias else None
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.data
+        out, self._cache = fastconv.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding,
+                                                   self.dilation, self.groups, backend=self.backend)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = fastconv.conv2d_backward(dout, self._saved())
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text + (f", backend={self.backend!r}" if self.backend is not None else "")
+
+
+class _Pool2d(Module):
+    _forward = _backward = None  # the fastconv pair, set by each subclass
+
+    def __init__(self, kernel_size, stride=None, padding=0, backend=None):
+        super().__init__()
+        self.kernel_size, self.padding, self.backend = kernel_size, padding, backend
+        self.stride = kernel_size if stride is None else stride
+
+    def forward(self, x):
+        out, self._cache = type(self)._forward(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
+        return out
+
+    def backward(self, dout):
+        return type(self)._backward(dout, self._saved())
+
+    def extra_repr(self) -> str:
+        text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return text + (f", backend={self.backend!r}" if self.backend is not None else "")
+
+
+class MaxPool2d(_Pool2d):
+    """2-D max pooling through :func:`fastconv.max_pool2d_forward` (``stride=None``: = kernel_size).
+
+    Shape: (N, C, H, W) -> (N, C, H_out, W_out), ``H_out = floor((H + 2*padding - kernel_size) / stride) + 1``.
+    """
+
+    _forward = staticmethod(fastconv.max_pool2d_forward)
+    _backward = staticmethod(fastconv.max_pool2d_backward)
+
+
+class AvgPool2d(_Pool2d):
+    """2-D average pooling through :func:`fastconv.avg_pool2d_forward` (padding counts in the mean).
+
+    Shape: as :class:`MaxPool2d`.
+    """
+
+    _forward = staticmethod(fastconv.avg_pool2d_forward)
+    _backward = staticmethod(fastconv.avg_pool2d_backward)
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias`` with ``weight`` (out_features, in_features) as in PyTorch.
+
+    Inputs (N, d_1, ..., d_k) are flattened to (N, in_features). Init U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_features = _positive_int("in_features", in_features)
+        self.out_features = _positive_int("out_features", out_features)
+        rng = np.random.default_rng(rng)
+        bound = 1 / math.sqrt(in_features)
+        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
+        self.bias = Parameter(rng.uniform(-bound, bound, out_features).astype(dtype)) if bias else None
+
+    def forward(self, x):
+        out, self._cache = layers.affine_forward(x, self.weight.data.T, None if self.bias is None else self.bias.data)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = layers.affine_backward(dout, self._saved())
+        self.weight.grad += dw.T
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class ReLU(Module):
+    """``max(x, 0)`` elementwise."""
+
+    def forward(self, x):
+        out, self._cache = layers.relu_forward(x)
+        return out
+
+    def backward(self, dout):
+        return layers.relu_backward(dout, self._saved())
+
+
+class BatchNorm1d(Module):
+    """Batch normalization over (N, num_features) inputs, with learnable ``weight`` (gamma) and ``bias`` (beta).
+
+    ``momentum`` follows PyTorch: ``running = (1 - momentum) * running + momentum * batch``
+    (the running variance is the biased batch variance, as in CS231n). Training mode uses the
+    batch statistics; evaluation mode the running ones.
+    """
+
+    _forward = staticmethod(layers.batchnorm_forward)
+    _backward = staticmethod(layers.batchnorm_backward_alt)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features = _positive_int("num_features", num_features)
+        if not (eps > 0 and 0 <= momentum <= 1):
+            raise ValueError(f"need eps > 0 and 0 <= momentum <= 1, got eps={eps!r}, momentum={momentum!r}")
+        self.eps, self.momentum = eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype))
+        self.running_mean = Buffer(np.zeros(num_features, dtype))
+        self.running_var = Buffer(np.ones(num_features, dtype))
+
+    def forward(self, x):
+        bn_param = {"mode": "train" if self.training else "test", "eps": self.eps, "momentum": 1 - self.momentum,
+                    "running_mean": self.running_mean.data, "running_var": self.running_var.data}
+        out, self._cache = type(self)._forward(x, self.weight.data, self.bias.data, bn_param)
+        self.running_mean.data, self.running_var.data = bn_param["running_mean"], bn_param["running_var"]
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = type(self)._backward(dout, self._saved())
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch normalization per channel of (N, C, H, W) inputs (statistics over N, H, W)."""
+
+    _forward = staticmethod(layers.spatial_batchnorm_forward)
+    _backward = staticmethod(layers.spatial_batchnorm_backward)
+
+
+class Dropout(Module):
+    """Inverted dropout: in training mode each unit is zeroed with probability ``p`` (DROP probability).
+
+    Evaluation mode (and ``p = 0``) is the identity. ``rng`` (seed or Generator) makes masks reproducible.
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout p (drop probability) must be in [0, 1), got {p!r}")
+        self.p = p
+        self._rng = np.random.default_rng(rng)
+
+    def forward(self, x):
+        mode = "train" if self.training and self.p > 0 else "test"
+        seed = int(self._rng.integers(2 ** 63)) if mode == "train" else None
+        out, self._cache = layers.dropout_forward(x, {"mode": mode, "p": 1 - self.p, "seed": seed})
+        return out
+
+    def backward(self, dout):
+        return layers.dropout_backward(dout, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """(N, d_1, ..., d_k) -> (N, d_1 * ... * d_k)."""
+
+    def forward(self, x):
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self._saved())
+
+
+class CrossEntropyLoss(Module):
+    """Softmax cross-entropy of (N, C) scores against (N,) integer labels, averaged over N.
+
+    ``loss = criterion(scores, y)``; ``dscores = criterion.backward()`` (scaled by ``dout``, default 1).
+    """
+
+    def forward(self, scores, y):
+        loss, self._cache = layers.softmax_loss(scores, y)
+        return loss
+
+    def backward(self, dout=1.0):
+        return self._saved() * dout
+
+
+class MSELoss(Module):
+    """Mean (``reduction='mean'``) or sum (``'sum'``) of squared differences between prediction and target."""
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, prediction, target):
+        diff = prediction - np.asarray(target, prediction.dtype)
+        self._cache = diff
+        total = float(np.sum(diff * diff))
+        return total / diff.size if self.reduction == "mean" else total
+
+    def backward(self, dout=1.0):
+        diff = self._saved()
+        scale = 2 * dout / (diff.size if self.reduction == "mean" else 1)
+        return diff * diff.dtype.type(scale)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
