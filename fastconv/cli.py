@@ -9,6 +9,8 @@ import sys
 # through a `configure(parser)` function beside it.
 SUBCOMMANDS = {
     "info": ("fastconv.info", "Version, backends (and why any is missing), threads, BLAS, CPU."),
+    "bench": ("fastconv.bench", "Benchmark every backend (and PyTorch) side by side; save and compare baselines."),
+    "train": ("fastconv.train", "Train a CNN on the digits data set."),
 }
 
 

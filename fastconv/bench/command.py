@@ -1,0 +1,153 @@
+"""The `fastconv bench` command: options, the run loop with progress, exit codes."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import fastconv
+from fastconv import _registry
+
+from . import compare as cmp
+from . import plot, report, runner
+from . import workloads as wl
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def configure(parser) -> None:
+    parser.epilog = ("Exit status: 0 all good; 1 a row got slower than --fail-over, or a backend's result "
+                     "disagrees with the reference; 2 bad options or an unusable baseline.")
+    parser.add_argument("--quick", action="store_true",
+                        help="a run under a minute: a few headline workloads, fewer repeats "
+                             "(with --case, the named cases from the whole suite)")
+    many = dict(action="append", metavar="A[,B]")
+    parser.add_argument("--backend", **many, help="only these backends (torch = PyTorch's row)")
+    parser.add_argument("--op", **many, help=f"only these operations: {', '.join(wl.OPS)}")
+    parser.add_argument("--dtype", **many, help=f"only these dtypes: {', '.join(wl.DTYPES)}")
+    parser.add_argument("--case", **many, help="only these cases (shell patterns like 'small-*')")
+    parser.add_argument("--threads", type=int, help="fastconv.set_num_threads(N) first (PyTorch follows)")
+    parser.add_argument("--repeats", type=int, metavar="N", help="minimum timed calls per row")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="time each row until it used this much (after the minimum repeats)")
+    parser.add_argument("--json", metavar="FILE", help="write machine facts and every row to FILE")
+    parser.add_argument("--compare", metavar="BASELINE.json",
+                        help="compare each row with the same row of a --json file; exit 1 on a slowdown")
+    parser.add_argument("--fail-over", type=float, default=15.0, metavar="PCT",
+                        help="a row fails --compare when its median is more than PCT %% slower (default 15)")
+    parser.add_argument("--no-remeasure", action="store_true",
+                        help="fail --compare on the first measurement (default: re-time a slower row "
+                             "and keep the better median)")
+    parser.add_argument("--plot", metavar="FILE.png", help="bar chart of speedups per case and backend")
+    parser.add_argument("--list", action="store_true", help="list the selected workloads and backends, then exit")
+
+
+def _error(message: str) -> int:
+    print(f"fastconv bench: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _settings(args) -> runner.Settings:
+    settings = runner.QUICK if args.quick else runner.FULL
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+        settings = dataclasses.replace(settings, min_repeats=args.repeats,
+                                       max_repeats=max(args.repeats, settings.max_repeats))
+    if args.budget is not None:
+        if args.budget < 0:
+            raise ValueError(f"--budget must be >= 0, got {args.budget}")
+        settings = dataclasses.replace(settings, budget_s=args.budget)
+    return settings
+
+
+def _backends(args, usable) -> list[str]:
+    names = wl.split_values(args.backend)
+    for name in names:
+        if name not in usable:
+            reasons = _registry.unavailable_reasons()
+            why = reasons.get(name) or ("PyTorch is not installed" if name == wl.TORCH else "unknown backend")
+            raise ValueError(f"backend {name!r} cannot run here ({why}); usable: {', '.join(usable)}")
+    return [name for name in usable if not names or name in names]
+
+
+def run(args) -> int:
+    try:
+        if args.fail_over < 0:
+            raise ValueError(f"--fail-over must be >= 0, got {args.fail_over}")
+        if args.threads is not None:
+            fastconv.set_num_threads(args.threads)
+        settings = _settings(args)
+        workloads = wl.select(args.quick, args.case, args.op, args.dtype)
+        usable = wl.usable_backends()
+        backends = _backends(args, usable)
+        baseline = cmp.load_baseline(args.compare) if args.compare else None
+        if args.plot:
+            plot.require_matplotlib()
+    except (ValueError, TypeError, cmp.BaselineError, plot.PlotUnavailable) as exc:
+        return _error(str(exc))
+    plan = [(workload, [b for b in backends if wl.runs_on(workload, b)]) for workload in workloads]
+    plan = [(workload, names) for workload, names in plan if names]
+    if not plan:
+        return _error("nothing to run with these filters (naive runs only on the small cases)")
+    if args.list:
+        for workload, names in plan:
+            print(f"{workload.label:<40} {' '.join(names)}")
+        return EXIT_OK
+
+    from fastconv.info import collect
+    machine = collect()
+    records = _run_plan(plan, usable, settings)
+    print(report.format_report(records))
+    status = EXIT_OK
+    if any(r["ok"] is False for r in records):
+        print("\nSome backends disagree with the reference (MISMATCH/ERROR rows above).")
+        status = EXIT_FAILED
+
+    comparison = None
+    if baseline is not None:
+        comparison = _compare(records, baseline, machine, args, settings, {w.key: w for w, _ in plan})
+        if comparison.failed:
+            status = EXIT_FAILED
+    if args.json:
+        settings_doc = dict(dataclasses.asdict(settings), quick=args.quick, threads=fastconv.get_num_threads())
+        report.write_json(args.json, report.document(
+            machine, settings_doc, records, comparison.as_dict() if comparison else None))
+        print(f"\nWrote {args.json}", file=sys.stderr)
+    if args.plot:
+        try:
+            peer = plot.write_plot(records, args.plot)
+        except ValueError as exc:
+            return _error(str(exc))
+        print(f"Wrote {args.plot} (speedups vs {peer})", file=sys.stderr)
+    return status
+
+
+def _run_plan(plan, usable, settings) -> list[dict]:
+    records = []
+    started = time.perf_counter()
+    for index, (workload, names) in enumerate(plan, 1):
+        print(f"[{index:>{len(str(len(plan)))}}/{len(plan)}] {workload.label}: {' '.join(names)} ...",
+              end="", file=sys.stderr, flush=True)
+        tic = time.perf_counter()
+        records.extend(runner.run_workload(workload, names, usable, settings))
+        print(f" {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
+    print(f"Done in {time.perf_counter() - started:.1f} s\n", file=sys.stderr, flush=True)
+    return records
+
+
+def _compare(records, baseline, machine, args, settings, workloads_by_key) -> cmp.Comparison:
+    for difference in cmp.machine_differences(baseline.machine, machine):
+        print(f"note: machine differs from the baseline's, {difference}", file=sys.stderr)
+    current = {report.row_key(r): r["median_s"] for r in records if r["median_s"]}
+    result = cmp.compare(current, baseline.medians, args.fail_over)
+    if result.slower and not args.no_remeasure:
+        # One slow median can be noise from another process: time the row again, keep the better.
+        for delta in result.slower:
+            print(f"re-measuring {' '.join(delta.key)} ({100 * delta.change:+.1f}%) ...", file=sys.stderr, flush=True)
+            record = next(r for r in records if report.row_key(r) == delta.key)
+            record["remeasured_s"] = runner.remeasure(workloads_by_key[delta.key[:3]], delta.key[3], settings)
+            current[delta.key] = min(record["median_s"], record["remeasured_s"])
+        result = cmp.compare(current, baseline.medians, args.fail_over)
+    print("\n" + cmp.format_comparison(result, args.compare))
+    return result

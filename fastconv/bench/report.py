@@ -1,0 +1,105 @@
+"""How `fastconv bench` shows results: a table per workload, a summary vs PyTorch, the JSON document."""
+from __future__ import annotations
+
+import json
+import math
+from itertools import groupby
+
+from . import workloads as wl
+
+SCHEMA = "fastconv-bench/1"
+KEY_FIELDS = ("case", "op", "dtype", "backend")
+
+
+def row_key(record: dict) -> tuple:
+    return tuple(record[field] for field in KEY_FIELDS)
+
+
+def _speedup(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2g}x" if value < 1 else f"{value:,.1f}x" if value < 100 else f"{value:,.0f}x"
+
+
+def _status(record: dict) -> str:
+    if record["error"]:
+        return "ERROR " + record["error"]
+    if record["ok"] is False:
+        return "MISMATCH vs " + record["reference"]
+    if record["ok"] is None:
+        return "unchecked (no reference here)"
+    return ""
+
+
+def format_table(records: list[dict]) -> str:
+    """One workload's rows: backend, median ms, GFLOP/s, speedups, max abs error vs the reference."""
+    first = records[0]
+    title = f"{first['case']} · {first['op']} · {first['dtype']}   {first['shape']}"
+    if first["reference"]:
+        title += f"   (reference: {first['reference']})"
+    header = f"  {'backend':<8} {'median ms':>10} {'GFLOP/s':>8} {'vs naive':>9} {'vs torch':>9} {'max abs err':>12}"
+    lines = [title, header]
+    for r in records:
+        timed = r["median_s"] is not None
+        error = "-" if r["max_abs_error"] is None else f"{r['max_abs_error']:.1e}"
+        lines.append(
+            f"  {r['backend']:<8} {r['median_s'] * 1e3 if timed else float('nan'):>10.3f} "
+            f"{r['gflops'] if timed else float('nan'):>8.2f} {_speedup(r['speedup_vs_naive']):>9} "
+            f"{_speedup(r['speedup_vs_torch']):>9} {error:>12}  {_status(r)}".rstrip())
+    return "\n".join(lines)
+
+
+def by_workload(records: list[dict]) -> list[list[dict]]:
+    """Records grouped into workloads, in run order."""
+    return [list(group) for _, group in groupby(records, key=lambda r: (r["case"], r["op"], r["dtype"]))]
+
+
+def geometric_mean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def format_summary(records: list[dict]) -> str:
+    """Geometric mean of speedup vs PyTorch per backend, op and dtype (the issues' target metric)."""
+    cells: dict[tuple, list[float]] = {}
+    for r in records:
+        if r["speedup_vs_torch"] and r["backend"] not in (wl.TORCH, "naive"):
+            cells.setdefault((r["op"], r["dtype"], r["backend"]), []).append(r["speedup_vs_torch"])
+    if not cells:
+        return ""
+    lines = ["Geometric mean of speedup vs torch (cases where both ran):",
+             f"  {'op':<16} {'dtype':<8} {'backend':<8} {'speedup':>8} {'cases':>5}"]
+    for (op, dtype, backend), values in cells.items():
+        lines.append(f"  {op:<16} {dtype:<8} {backend:<8} {_speedup(geometric_mean(values)):>8} {len(values):>5}")
+    return "\n".join(lines)
+
+
+def format_report(records: list[dict]) -> str:
+    parts = [format_table(group) for group in by_workload(records)]
+    summary = format_summary(records)
+    return "\n\n".join(parts + ([summary] if summary else []))
+
+
+def document(machine: dict, settings: dict, records: list[dict], comparison: dict | None = None) -> dict:
+    """The --json document: machine facts (``fastconv info``), run settings, one record per row."""
+    doc = {"schema": SCHEMA, "machine": machine, "settings": settings, "results": records}
+    if comparison is not None:
+        doc["comparison"] = comparison
+    return doc
+
+
+def write_json(path: str, doc: dict) -> None:
+    with open(path, "w") as fh:
+        json.dump(_finite(doc), fh, indent=1, allow_nan=False)
+        fh.write("\n")
+
+
+def _finite(value):
+    """JSON has no inf/NaN: they become null (e.g. the error of a result with the wrong shape)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

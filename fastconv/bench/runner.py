@@ -1,0 +1,137 @@
+"""Timing: backends interleaved round by round, a warm-up call first, medians of perf_counter samples."""
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import fastconv
+
+from . import workloads as wl
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long each row (one backend on one workload) is timed."""
+
+    min_repeats: int = 5
+    max_repeats: int = 100
+    budget_s: float = 0.5  # keep repeating a row until it has used this much time
+
+
+FULL = Settings()
+QUICK = Settings(min_repeats=3, max_repeats=20, budget_s=0.15)
+
+
+def timed_call(call: Callable) -> float:
+    """Seconds one call takes, the garbage collector paused as timeit does."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def measure(calls: dict[str, Callable], settings: Settings) -> dict[str, list[float]]:
+    """Time every call round by round so that machine noise hits all of them alike.
+
+    Each round times every call that still needs samples (fewer than ``min_repeats``, or fewer
+    than ``max_repeats`` and less than ``budget_s`` spent); the starting call rotates from
+    round to round. Returns the samples (seconds) per name. No warm-up here: callers warm up.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    spent = dict.fromkeys(calls, 0.0)
+    rounds = 0
+    while True:
+        due = [name for name in calls
+               if len(samples[name]) < settings.min_repeats
+               or (len(samples[name]) < settings.max_repeats and spent[name] < settings.budget_s)]
+        if not due:
+            return samples
+        start = rounds % len(due)
+        for name in due[start:] + due[:start]:
+            seconds = timed_call(calls[name])
+            samples[name].append(seconds)
+            spent[name] += seconds
+        rounds += 1
+
+
+def median_ratio(workload: wl.Workload, slow: str, fast: str, settings: Settings) -> float:
+    """median time of ``slow`` / median time of ``fast`` on ``workload``, measured side by side."""
+    arrays = workload.inputs()
+    calls = {name: wl.make_call(workload, name, arrays) for name in (slow, fast)}
+    for call in calls.values():
+        call()
+    samples = measure(calls, settings)
+    return statistics.median(samples[slow]) / statistics.median(samples[fast])
+
+
+def run_workload(workload: wl.Workload, backends, usable, settings: Settings) -> list[dict]:
+    """Check then time ``backends`` on ``workload``; one result record per backend.
+
+    Every backend's first call is its warm-up (JIT compilation, workspace allocation) and
+    also the result checked against the reference. A backend that raises is reported in its
+    record (``error``) rather than stopping the run.
+    """
+    arrays = workload.inputs()
+    reference = wl.reference_backend(workload, usable)
+    expected = None
+    if reference is not None and reference not in backends:
+        expected = wl.make_call(workload, reference, arrays)()
+    records = {name: base_record(workload, name, reference) for name in backends}
+    calls = {}
+    for name in sorted(backends, key=lambda name: name != reference):  # the reference first
+        record = records[name]
+        call = wl.make_call(workload, name, arrays)
+        try:
+            outputs = call()
+        except Exception as exc:  # a broken backend must not hide the others' numbers
+            record.update(error=f"{type(exc).__name__}: {exc}", ok=False)
+            continue
+        if name == reference:
+            expected = outputs
+        if expected is not None:
+            record["max_abs_error"] = wl.max_abs_error(outputs, expected)
+            record["ok"] = wl.agrees(outputs, expected, workload.dtype)
+        del outputs
+        calls[name] = call
+    del expected
+    for name, samples in measure(calls, settings).items():
+        median = statistics.median(samples)
+        records[name].update(median_s=median, min_s=min(samples), repeats=len(samples),
+                             gflops=workload.flops() / median / 1e9)
+    add_speedups(list(records.values()))
+    return list(records.values())
+
+
+def remeasure(workload: wl.Workload, backend: str, settings: Settings) -> float:
+    """A fresh median for one row, with twice the usual repeats (to confirm a suspected slowdown)."""
+    call = wl.make_call(workload, backend, workload.inputs())
+    call()
+    longer = Settings(2 * settings.min_repeats, 2 * settings.max_repeats, 2 * settings.budget_s)
+    return statistics.median(measure({backend: call}, longer)[backend])
+
+
+def base_record(workload: wl.Workload, backend: str, reference: str | None) -> dict:
+    return {
+        "case": workload.case.name, "op": workload.op, "dtype": workload.dtype, "backend": backend,
+        "shape": workload.describe(), "flops": workload.flops(), "reference": reference,
+        "threads": fastconv.get_num_threads(), "median_s": None, "min_s": None, "repeats": 0,
+        "gflops": None, "speedup_vs_naive": None, "speedup_vs_torch": None,
+        "max_abs_error": None, "ok": None, "error": None,
+    }
+
+
+def add_speedups(records: list[dict]) -> None:
+    """Fill speedup_vs_naive / speedup_vs_torch from the rows of one workload."""
+    medians = {r["backend"]: r["median_s"] for r in records if r["median_s"]}
+    for record in records:
+        for peer, field in (("naive", "speedup_vs_naive"), (wl.TORCH, "speedup_vs_torch")):
+            if record["median_s"] and peer in medians:
+                record[field] = medians[peer] / record["median_s"]

@@ -1,0 +1,249 @@
+"""What `fastconv bench` measures: workloads (case x op x dtype), one callable per backend, references."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import fastconv
+from fastconv import testing
+
+TORCH = "torch"
+CONV_OPS = ("conv_fwd", "conv_fwd_bwd")
+POOL_OPS = ("maxpool_fwd_bwd", "avgpool_fwd_bwd")
+OPS = CONV_OPS + POOL_OPS
+DTYPES = ("float32", "float64")
+OUTPUT_NAMES = {"conv_fwd": ("out",), "conv_fwd_bwd": ("out", "dx", "dw", "db"),
+                "maxpool_fwd_bwd": ("out", "dx"), "avgpool_fwd_bwd": ("out", "dx")}
+
+CONV_CASES = testing.CONV_SMALL + testing.CONV_SUITE
+POOL_CASES = testing.POOL_SMALL + testing.POOL_SUITE
+CASES = {case.name: case for case in CONV_CASES + POOL_CASES}
+# `naive` is the reference here and is too slow for anything bigger.
+SMALL_CASES = frozenset(case.name for case in testing.CONV_SMALL + testing.POOL_SMALL)
+
+# --quick: the naive reference on a small case, then the headline shapes of the issues
+# (forward+backward on the suite, forward GFLOP/s on vgg-c64, the pooling targets).
+QUICK = (
+    ("small-s2", "conv_fwd_bwd", "float64"),
+    ("small-pool2", "maxpool_fwd_bwd", "float32"),
+    ("cs231n-s2", "conv_fwd_bwd", "float64"),
+    ("cs231n-s2", "conv_fwd_bwd", "float32"),
+    ("vgg-c64", "conv_fwd", "float32"),
+    ("vgg-c64", "conv_fwd_bwd", "float32"),
+    ("pool2-s2", "maxpool_fwd_bwd", "float32"),
+    ("pool2-s2", "avgpool_fwd_bwd", "float32"),
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One table of the report: a shape case, an operation and a dtype."""
+
+    case: testing.ConvCase | testing.PoolCase
+    op: str
+    dtype: str
+
+    @property
+    def key(self) -> tuple:
+        return (self.case.name, self.op, self.dtype)
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.key)
+
+    @property
+    def small(self) -> bool:
+        return self.case.name in SMALL_CASES
+
+    def flops(self) -> float:
+        """Floating-point operations of one call.
+
+        Conv: 2 x multiply-adds of the forward pass; the backward (dx and dw) costs twice that.
+        Pooling: one operation per window element and pass (a compare or an add).
+        """
+        if self.op in CONV_OPS:
+            return self.case.flops() * (3 if self.op == "conv_fwd_bwd" else 1)
+        n, c, _, _ = self.case.x_shape
+        out_h, out_w = pool_out_size(self.case)
+        return 2.0 * n * c * out_h * out_w * self.case.kernel_size ** 2
+
+    def describe(self) -> str:
+        c = self.case
+        if self.op in CONV_OPS:
+            extra = "".join(f" {k} {getattr(c, k)}" for k in ("dilation", "groups") if getattr(c, k) != 1)
+            return f"x {_dims(c.x_shape)}  w {_dims(c.w_shape)}  stride {c.stride}  pad {c.padding}{extra}"
+        return f"x {_dims(c.x_shape)}  kernel {c.kernel_size}  stride {c.stride}  pad {c.padding}"
+
+    def inputs(self, seed: int = 0) -> dict:
+        dtype = np.dtype(self.dtype)
+        if self.op in CONV_OPS:
+            x, w, b, dout = testing.conv_inputs(self.case, dtype, seed=seed)
+            return dict(x=x, w=w, b=b, dout=dout)
+        x, dout = testing.pool_inputs(self.case, dtype, seed=seed)
+        return dict(x=x, dout=dout)
+
+
+def _dims(shape) -> str:
+    return "(" + ",".join(map(str, shape)) + ")"
+
+
+def pool_out_size(case: testing.PoolCase) -> tuple:
+    n = [(size + 2 * case.padding - case.kernel_size) // case.stride + 1 for size in case.x_shape[2:]]
+    return tuple(n)
+
+
+def all_workloads() -> list[Workload]:
+    """The whole suite, grouped by op, then case, then dtype."""
+    out = []
+    for op in OPS:
+        for case in CONV_CASES if op in CONV_OPS else POOL_CASES:
+            out.extend(Workload(case, op, dtype) for dtype in DTYPES)
+    return out
+
+
+def split_values(values) -> list[str]:
+    """``["a,b", "c"]`` (a repeatable, comma-separated option) -> ``["a", "b", "c"]``."""
+    return [v.strip() for item in values or () for v in item.split(",") if v.strip()]
+
+
+def select(quick: bool = False, cases=None, ops=None, dtypes=None) -> list[Workload]:
+    """Workloads to run. ``--quick`` runs QUICK unless cases are named (then they come from the suite).
+
+    Raises ValueError naming the bad value when a filter matches nothing.
+    """
+    ops, dtypes, patterns = split_values(ops), split_values(dtypes), split_values(cases)
+    for value, allowed, what in [(v, OPS, "op") for v in ops] + [(v, DTYPES, "dtype") for v in dtypes]:
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(allowed)}")
+    for pattern in patterns:
+        if not fnmatch.filter(CASES, pattern):
+            raise ValueError(f"no case matches {pattern!r}; cases: {', '.join(CASES)}")
+    chosen = all_workloads()
+    if quick and not patterns:
+        quick_keys = set(QUICK)
+        chosen = [wl for wl in chosen if wl.key in quick_keys]
+    return [wl for wl in chosen
+            if (not ops or wl.op in ops) and (not dtypes or wl.dtype in dtypes)
+            and (not patterns or any(fnmatch.fnmatchcase(wl.case.name, p) for p in patterns))]
+
+
+def torch_module():
+    """PyTorch, running on fastconv's thread count, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(fastconv.get_num_threads())
+    return torch
+
+
+def usable_backends() -> tuple[str, ...]:
+    """Every backend this machine can time: fastconv's, then PyTorch as a peer when installed."""
+    return fastconv.available_backends() + ((TORCH,) if torch_module() is not None else ())
+
+
+def runs_on(workload: Workload, backend: str) -> bool:
+    return backend != "naive" or workload.small
+
+
+def reference_backend(workload: Workload, usable) -> str | None:
+    """The implementation a workload's results are checked against.
+
+    naive on small cases; on large ones im2col (which the test suite verifies against naive),
+    or PyTorch when im2col is missing.
+    """
+    candidates = ("naive",) if workload.small else ("im2col", TORCH)
+    return next((name for name in candidates if name in usable), None)
+
+
+def make_call(workload: Workload, backend: str, arrays: dict) -> Callable[[], tuple]:
+    """A no-argument callable running ``workload`` on ``backend``, returning its outputs as arrays."""
+    if backend == TORCH:
+        return _torch_call(workload, arrays, torch_module())
+    x, dout = arrays["x"], arrays["dout"]
+    case = workload.case
+    if workload.op in CONV_OPS:
+        w, b = arrays["w"], arrays["b"]
+        conv_args = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
+                         backend=backend)
+        if workload.op == "conv_fwd":
+            return lambda: (fastconv.conv2d_forward(x, w, b, **conv_args)[0],)
+
+        def conv_fwd_bwd():
+            out, cache = fastconv.conv2d_forward(x, w, b, **conv_args)
+            return (out, *fastconv.conv2d_backward(dout, cache))
+        return conv_fwd_bwd
+    forward, backward = {
+        "maxpool_fwd_bwd": (fastconv.max_pool2d_forward, fastconv.max_pool2d_backward),
+        "avgpool_fwd_bwd": (fastconv.avg_pool2d_forward, fastconv.avg_pool2d_backward),
+    }[workload.op]
+
+    def pool_fwd_bwd():
+        out, cache = forward(x, case.kernel_size, case.stride, case.padding, backend=backend)
+        return out, backward(dout, cache)
+    return pool_fwd_bwd
+
+
+def _torch_call(workload: Workload, arrays: dict, torch) -> Callable[[], tuple]:
+    functional = torch.nn.functional
+    case = workload.case
+    tensors = {k: torch.from_numpy(v) for k, v in arrays.items() if v is not None}
+    dout = tensors.pop("dout")
+    if workload.op == "conv_fwd":
+        x, w, b = tensors["x"], tensors["w"], tensors.get("b")
+
+        def conv_fwd():
+            with torch.no_grad():
+                return (functional.conv2d(x, w, b, case.stride, case.padding, case.dilation, case.groups).numpy(),)
+        return conv_fwd
+    for tensor in tensors.values():
+        tensor.requires_grad_()
+    inputs = tuple(tensors[k] for k in ("x", "w", "b") if k in tensors)
+    if workload.op == "conv_fwd_bwd":
+        def forward():
+            x, w, b = tensors["x"], tensors["w"], tensors.get("b")
+            return functional.conv2d(x, w, b, case.stride, case.padding, case.dilation, case.groups)
+    elif workload.op == "maxpool_fwd_bwd":
+        def forward():
+            return functional.max_pool2d(inputs[0], case.kernel_size, case.stride, case.padding)
+    else:
+        def forward():
+            return functional.avg_pool2d(inputs[0], case.kernel_size, case.stride, case.padding,
+                                         count_include_pad=True)
+
+    def fwd_bwd():
+        out = forward()
+        grads = torch.autograd.grad(out, inputs, dout)
+        return (out.detach().numpy(), *(g.numpy() for g in grads))
+    return fwd_bwd
+
+
+def max_abs_error(outputs: tuple, expected: tuple) -> float:
+    """Largest absolute difference over all outputs (inf when a shape or a missing output differs)."""
+    worst = 0.0
+    for actual, wanted in zip(outputs, expected):
+        if actual is None and wanted is None:
+            continue
+        if actual is None or wanted is None or np.shape(actual) != np.shape(wanted):
+            return float("inf")
+        difference = np.abs(np.asarray(actual, np.float64) - np.asarray(wanted, np.float64))
+        worst = max(worst, float(np.max(difference, initial=0.0)))
+    return worst
+
+
+def agrees(outputs: tuple, expected: tuple, dtype) -> bool:
+    """Whether every output matches the reference within fastconv.testing's per-dtype tolerance."""
+    if len(outputs) != len(expected):
+        return False
+    try:
+        for actual, wanted in zip(outputs, expected):
+            if (actual is None) != (wanted is None):
+                return False
+            if actual is not None:
+                testing.assert_close(np.asarray(actual), np.asarray(wanted), dtype=dtype)
+    except AssertionError:
+        return False
+    return True
