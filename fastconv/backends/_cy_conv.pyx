@@ -1,0 +1,223 @@
+"""Compiled conv2d kernels: im2col on tiles of output rows + BLAS GEMM, OpenMP over the batch."""
+from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memcpy, memset
+
+from ._cy_blas cimport _gemm, floating
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define FASTCONV_HAVE_OPENMP 1
+    #else
+    #define FASTCONV_HAVE_OPENMP 0
+    #endif
+    #ifdef FASTCONV_NATIVE
+    #define FASTCONV_IS_NATIVE 1
+    #else
+    #define FASTCONV_IS_NATIVE 0
+    #endif
+    #ifndef FASTCONV_DEBUG_BUILD
+    #define FASTCONV_DEBUG_BUILD 0
+    #endif
+    """
+    const int FASTCONV_HAVE_OPENMP
+    const int FASTCONV_IS_NATIVE
+    const int FASTCONV_DEBUG_BUILD
+
+
+ctypedef struct Geometry:
+    int C, H, W, F, Cg, Fg, KH, KW, OH, OW
+    int sh, sw, ph, pw, dh, dw
+    int groups, tile_rows, n_tiles
+    bint identity  # 1x1 kernel, stride 1, no padding: the image already is its im2col matrix
+
+
+def compiled_with():
+    """Build-time facts about this extension."""
+    return {"openmp": bool(FASTCONV_HAVE_OPENMP), "native": bool(FASTCONV_IS_NATIVE),
+            "boundscheck": bool(FASTCONV_DEBUG_BUILD)}
+
+
+cdef Geometry _geometry(Py_ssize_t* x_shape, Py_ssize_t* w_shape, Py_ssize_t* out_shape,
+                        tuple params, int tile_rows):
+    cdef Geometry g
+    g.C, g.H, g.W = x_shape[1], x_shape[2], x_shape[3]
+    g.F, g.Cg, g.KH, g.KW = w_shape[0], w_shape[1], w_shape[2], w_shape[3]
+    g.OH, g.OW = out_shape[2], out_shape[3]
+    g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups = params
+    g.Fg = g.F // g.groups
+    g.tile_rows = tile_rows
+    g.n_tiles = (g.OH + tile_rows - 1) // tile_rows
+    g.identity = (g.KH == 1 and g.KW == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0 and g.pw == 0)
+    return g
+
+
+cdef inline void _valid_columns(const Geometry* g, int kw, int* off, int* lo, int* hi) noexcept nogil:
+    # Output columns ow whose input column ow*sw + off lies inside [0, W): the range [lo, hi).
+    off[0] = kw * g.dw - g.pw
+    lo[0] = 0 if off[0] >= 0 else (-off[0] + g.sw - 1) // g.sw
+    hi[0] = 0 if g.W - 1 - off[0] < 0 else min(g.OW, (g.W - 1 - off[0]) // g.sw + 1)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
+cdef void _im2col(const Geometry* g, const floating* image, int oh0, int oh1,
+                  floating* col) noexcept nogil:
+    # col[(c, kh, kw), (oh - oh0, ow)] = padded image[c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
+    cdef int cols = (oh1 - oh0) * g.OW
+    cdef int c, kh, kw, oh, ow, ih, off, lo, hi
+    cdef floating* dst
+    cdef const floating* src
+    for c in range(g.Cg):
+        for kh in range(g.KH):
+            for kw in range(g.KW):
+                _valid_columns(g, kw, &off, &lo, &hi)
+                dst = col + ((c * g.KH + kh) * g.KW + kw) * cols
+                for oh in range(oh0, oh1):
+                    ih = oh * g.sh - g.ph + kh * g.dh
+                    if ih < 0 or ih >= g.H:
+                        memset(dst, 0, g.OW * sizeof(floating))
+                    else:
+                        src = image + (c * g.H + ih) * g.W + off
+                        memset(dst, 0, lo * sizeof(floating))
+                        if g.sw == 1:
+                            memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow * g.sw]
+                        memset(dst + hi, 0, (g.OW - hi) * sizeof(floating))
+                    dst += g.OW
+
+
+cdef void _col2im(const Geometry* g, const floating* col, int oh0, int oh1,
+                  floating* image) noexcept nogil:
+    # The adjoint of _im2col: scatter-add col back into image (padding cells are dropped).
+    cdef int cols = (oh1 - oh0) * g.OW
+    cdef int c, kh, kw, oh, ow, ih, off, lo, hi
+    cdef const floating* src
+    cdef floating* dst
+    for c in range(g.Cg):
+        for kh in range(g.KH):
+            for kw in range(g.KW):
+                _valid_columns(g, kw, &off, &lo, &hi)
+                src = col + ((c * g.KH + kh) * g.KW + kw) * cols
+                for oh in range(oh0, oh1):
+                    ih = oh * g.sh - g.ph + kh * g.dh
+                    if ih >= 0 and ih < g.H:
+                        dst = image + (c * g.H + ih) * g.W + off
+                        for ow in range(lo, hi):
+                            dst[ow * g.sw] += src[ow]
+                    src += g.OW
+
+
+cdef void _forward_item(const Geometry* g, const floating* x, const floating* w, const floating* bias,
+                        bint has_bias, floating* out, Py_ssize_t item, floating* col) noexcept nogil:
+    cdef Py_ssize_t n = item // g.n_tiles
+    cdef int oh0 = <int> (item % g.n_tiles) * g.tile_rows
+    cdef int oh1 = min(oh0 + g.tile_rows, g.OH)
+    cdef int cols = (oh1 - oh0) * g.OW, out_plane = g.OH * g.OW, k = g.Cg * g.KH * g.KW
+    cdef int grp, f, j
+    cdef const floating* image
+    cdef const floating* patches
+    cdef floating* dst
+    cdef floating beta = 1 if has_bias else 0
+    for grp in range(g.groups):
+        image = x + (n * g.C + grp * g.Cg) * g.H * g.W
+        dst = out + (n * g.F + grp * g.Fg) * out_plane + oh0 * g.OW
+        if g.identity:
+            patches = image + oh0 * g.W
+        else:
+            _im2col(g, image, oh0, oh1, col)
+            patches = col
+        if has_bias:
+            for f in range(g.Fg):
+                for j in range(cols):
+                    dst[f * out_plane + j] = bias[grp * g.Fg + f]
+        _gemm(False, False, g.Fg, cols, k, 1, w + grp * g.Fg * k, k,
+              patches, g.H * g.W if g.identity else cols, beta, dst, out_plane)
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                   const floating[::1] bias, floating[:, :, :, ::1] out, floating[:, ::1] col,
+                   tuple params, int tile_rows, int num_threads):
+    """out <- conv(x, w) + bias (bias empty = none); col: (threads, tile) scratch, params:
+    (sh, sw, ph, pw, dh, dw, groups). Work items are (sample, tile of output rows)."""
+    cdef Geometry g = _geometry(x.shape, w.shape, out.shape,
+                                params, tile_rows)
+    cdef Py_ssize_t item, n_items = x.shape[0] * g.n_tiles, col_stride = col.shape[1]
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
+    cdef int tid = 0  # thread-private inside the parallel block
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for item in prange(n_items, schedule="static"):
+            _forward_item(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, has_bias,
+                          &out[0, 0, 0, 0], item, &col[0, 0] + tid * col_stride)
+
+
+cdef void _backward_sample(const Geometry* g, const floating* dout, const floating* x,
+                           const floating* w, floating* dx, Py_ssize_t n, floating* dw_part,
+                           floating* db_part, floating* col, floating* dcol) noexcept nogil:
+    cdef int out_plane = g.OH * g.OW, in_plane = g.H * g.W, k = g.Cg * g.KH * g.KW
+    cdef int t, grp, oh0, oh1, cols, f, j
+    cdef const floating* image
+    cdef const floating* grad
+    cdef const floating* patches
+    cdef floating* dimage
+    cdef floating total
+    if not g.identity:  # the identity path overwrites every cell of dx[n] with beta = 0
+        memset(dx + n * g.C * in_plane, 0, g.C * in_plane * sizeof(floating))
+    for t in range(g.n_tiles):
+        oh0 = t * g.tile_rows
+        oh1 = min(oh0 + g.tile_rows, g.OH)
+        cols = (oh1 - oh0) * g.OW
+        for grp in range(g.groups):
+            image = x + (n * g.C + grp * g.Cg) * in_plane
+            dimage = dx + (n * g.C + grp * g.Cg) * in_plane
+            grad = dout + (n * g.F + grp * g.Fg) * out_plane + oh0 * g.OW
+            if g.identity:
+                patches = image + oh0 * g.W
+            else:
+                _im2col(g, image, oh0, oh1, col)
+                patches = col
+            # dw_g += dout_g @ patches^T
+            _gemm(False, True, g.Fg, k, cols, 1, grad, out_plane,
+                  patches, in_plane if g.identity else cols, 1, dw_part + grp * g.Fg * k, k)
+            # dpatches = w_g^T @ dout_g, then back onto the image
+            if g.identity:
+                _gemm(True, False, k, cols, g.Fg, 1, w + grp * g.Fg * k, k, grad, out_plane,
+                      0, dimage + oh0 * g.W, in_plane)
+            else:
+                _gemm(True, False, k, cols, g.Fg, 1, w + grp * g.Fg * k, k, grad, out_plane,
+                      0, dcol, cols)
+                _col2im(g, dcol, oh0, oh1, dimage)
+    if db_part != NULL:
+        for f in range(g.F):
+            grad = dout + (n * g.F + f) * out_plane
+            total = 0
+            for j in range(out_plane):
+                total = total + grad[j]
+            db_part[f] += total
+
+
+def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, ::1] x,
+                    const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
+                    floating[:, ::1] dw_parts, floating[:, ::1] db_parts,
+                    floating[:, ::1] col, floating[:, ::1] dcol,
+                    tuple params, int tile_rows, int num_threads):
+    """dx <- full gradient; dw_parts[t] += thread t's share of dw (likewise db_parts, which
+    may have zero columns = no bias). The caller sums the parts in thread order."""
+    cdef Geometry g = _geometry(x.shape, w.shape, dout.shape,
+                                params, tile_rows)
+    cdef Py_ssize_t n
+    cdef Py_ssize_t col_stride = col.shape[1], dw_stride = dw_parts.shape[1], db_stride = db_parts.shape[1]
+    cdef bint has_bias = db_parts.shape[1] > 0
+    cdef floating* db_base = &db_parts[0, 0] if has_bias else NULL
+    cdef int tid = 0  # thread-private inside the parallel block
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for n in prange(x.shape[0], schedule="static"):
+            _backward_sample(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                             n, &dw_parts[0, 0] + tid * dw_stride,
+                             db_base + tid * db_stride if has_bias else NULL,
+                             &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride)

@@ -1,0 +1,155 @@
+"""Compiled max/avg pooling kernels: direct loops, OpenMP over the (sample, channel) planes."""
+from cython.parallel cimport prange
+from libc.math cimport INFINITY
+from libc.string cimport memset
+
+from ._cy_blas cimport floating
+
+
+ctypedef struct Window:
+    int H, W, OH, OW, kh, kw, sh, sw, ph, pw
+
+
+cdef Window _window(Py_ssize_t* x_shape, Py_ssize_t* out_shape, tuple params):
+    cdef Window g
+    g.H, g.W = x_shape[1], x_shape[2]
+    g.OH, g.OW = out_shape[1], out_shape[2]
+    g.kh, g.kw, g.sh, g.sw, g.ph, g.pw = params
+    return g
+
+
+cdef inline bint _takes_over(floating value, floating best) noexcept nogil:
+    # PyTorch's rule: a strictly larger value or any NaN replaces the current winner, so ties
+    # keep the first maximum in row-major order and a NaN propagates.
+    return value > best or value != value
+
+
+cdef void _max_plane(const Window* g, const floating* x, floating* out, int* argmax) noexcept nogil:
+    cdef int oh, ow, r, c, r0, r1, c0, c1, h0, w0, best_index
+    cdef floating best, value
+    for oh in range(g.OH):
+        h0 = oh * g.sh - g.ph
+        r0 = max(h0, 0)
+        r1 = min(h0 + g.kh, g.H)
+        for ow in range(g.OW):
+            w0 = ow * g.sw - g.pw
+            c0 = max(w0, 0)
+            c1 = min(w0 + g.kw, g.W)
+            best = -INFINITY  # padding is -inf: it never wins, so only in-bounds cells compete
+            best_index = r0 * g.W + c0
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    value = x[r * g.W + c]
+                    if _takes_over(value, best):
+                        best = value
+                        best_index = r * g.W + c
+            out[oh * g.OW + ow] = best
+            argmax[oh * g.OW + ow] = best_index
+
+
+cdef void _max_plane_2x2(const Window* g, const floating* x, floating* out, int* argmax) noexcept nogil:
+    # 2x2 windows, stride 2, no padding: every window is in bounds, four cells in a fixed order.
+    cdef int oh, ow, top, best_index
+    cdef floating best
+    for oh in range(g.OH):
+        for ow in range(g.OW):
+            top = 2 * oh * g.W + 2 * ow
+            best = -INFINITY
+            best_index = top
+            if _takes_over(x[top], best):
+                best = x[top]
+            if _takes_over(x[top + 1], best):
+                best = x[top + 1]
+                best_index = top + 1
+            if _takes_over(x[top + g.W], best):
+                best = x[top + g.W]
+                best_index = top + g.W
+            if _takes_over(x[top + g.W + 1], best):
+                best = x[top + g.W + 1]
+                best_index = top + g.W + 1
+            out[oh * g.OW + ow] = best
+            argmax[oh * g.OW + ow] = best_index
+
+
+def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int[:, :, ::1] argmax,
+                       tuple params, int num_threads):
+    """Per plane of x (planes, H, W): out <- window maxima, argmax <- flat index (row * W + col)
+    of each window's winner. params: (kh, kw, sh, sw, ph, pw)."""
+    cdef Window g = _window(x.shape, out.shape, params)
+    cdef bint fast = g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
+    cdef Py_ssize_t plane
+    for plane in prange(x.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        if fast:
+            _max_plane_2x2(&g, &x[plane, 0, 0], &out[plane, 0, 0], &argmax[plane, 0, 0])
+        else:
+            _max_plane(&g, &x[plane, 0, 0], &out[plane, 0, 0], &argmax[plane, 0, 0])
+
+
+def max_pool2d_backward(const floating[:, :, ::1] dout, const int[:, :, ::1] argmax,
+                        floating[:, :, ::1] dx, int num_threads):
+    """dx <- zeros plus each window's gradient added at its argmax."""
+    cdef Py_ssize_t plane, j, cells = dout.shape[1] * dout.shape[2], in_plane = dx.shape[1] * dx.shape[2]
+    cdef floating* dst
+    cdef const floating* grad
+    cdef const int* index
+    for plane in prange(dx.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        dst = &dx[plane, 0, 0]
+        grad = &dout[plane, 0, 0]
+        index = &argmax[plane, 0, 0]
+        memset(dst, 0, in_plane * sizeof(floating))
+        for j in range(cells):
+            dst[index[j]] += grad[j]
+
+
+cdef void _avg_plane(const Window* g, const floating* x, floating* out) noexcept nogil:
+    cdef int oh, ow, r, c, r0, r1, c0, c1, h0, w0
+    cdef floating total, area = g.kh * g.kw  # count_include_pad: padded zeros count too
+    for oh in range(g.OH):
+        h0 = oh * g.sh - g.ph
+        r0 = max(h0, 0)
+        r1 = min(h0 + g.kh, g.H)
+        for ow in range(g.OW):
+            w0 = ow * g.sw - g.pw
+            c0 = max(w0, 0)
+            c1 = min(w0 + g.kw, g.W)
+            total = 0
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    total = total + x[r * g.W + c]
+            out[oh * g.OW + ow] = total / area
+
+
+cdef void _avg_plane_backward(const Window* g, const floating* dout, floating* dx) noexcept nogil:
+    cdef int oh, ow, r, c, r0, r1, c0, c1, h0, w0
+    cdef floating share, area = g.kh * g.kw
+    memset(dx, 0, g.H * g.W * sizeof(floating))
+    for oh in range(g.OH):
+        h0 = oh * g.sh - g.ph
+        r0 = max(h0, 0)
+        r1 = min(h0 + g.kh, g.H)
+        for ow in range(g.OW):
+            w0 = ow * g.sw - g.pw
+            c0 = max(w0, 0)
+            c1 = min(w0 + g.kw, g.W)
+            share = dout[oh * g.OW + ow] / area
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    dx[r * g.W + c] += share
+
+
+def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, tuple params,
+                       int num_threads):
+    """Per plane of x: out <- window means, padded cells counted in the divisor."""
+    cdef Window g = _window(x.shape, out.shape, params)
+    cdef Py_ssize_t plane
+    for plane in prange(x.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        _avg_plane(&g, &x[plane, 0, 0], &out[plane, 0, 0])
+
+
+def avg_pool2d_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx, tuple params,
+                        int num_threads):
+    """dx <- each window's gradient spread evenly over its in-bounds cells."""
+    cdef Window g = _window(dx.shape, dout.shape, params)
+    cdef Py_ssize_t plane
+    for plane in prange(dx.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        _avg_plane_backward(&g, &dout[plane, 0, 0], &dx[plane, 0, 0])

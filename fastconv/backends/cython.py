@@ -1,0 +1,222 @@
+"""The cython backend: compiled OpenMP kernels (im2col tiles + scipy BLAS GEMM, direct pooling loops).
+
+How it works
+------------
+Conv forward splits the batch into work items (sample, tile of output rows); OpenMP threads
+take items in a static order, copy the tile's windows into their own slice of a reused column
+workspace (``_workspace.scratch``, at most ``FASTCONV_WORKSPACE_MB`` for every thread
+together, whatever N is) and multiply with single-threaded BLAS. A 1x1 / stride 1 / no-padding
+conv multiplies the image directly. Backward gives each thread one sample at a time: it
+rebuilds the columns, adds ``dout @ cols^T`` into the thread's own dw (and db) partial, and
+writes its sample's dx through ``w^T @ dout`` plus a col2im scatter. The partials are then summed
+in thread order, so results are bitwise reproducible at a fixed thread count.
+Pooling runs one (sample, channel) plane per iteration; max-pool keeps the winner's flat
+index as int32 for backward.
+
+Threads: ``fastconv.set_num_threads`` sets the OpenMP team size; while the team calls BLAS,
+scipy's OpenBLAS is pinned to one thread (``inner_blas_single_threaded``), so cores are never
+oversubscribed. With a single work item the kernel runs serially and lets BLAS use the threads.
+Calls release the GIL and keep per-Python-thread workspaces, so several Python threads may
+call at once.
+
+fork: GNU OpenMP (libgomp) keeps a pool of worker threads that a ``fork()`` child does not
+inherit; in such a child libgomp's next parallel region waits forever for the missing workers.
+This module registers an ``os.register_at_fork`` hook: in a forked child the kernels run with
+one thread (no OpenMP team is started) and stay correct; parallel speed needs a child started
+with the 'spawn' or 'forkserver' method (or ``fastconv.set_num_threads`` in a fresh process).
+
+Build: the kernels live in ``_cy_conv.pyx`` / ``_cy_pool.pyx`` and are compiled by setup.py
+(``pip install .`` or ``pip install -e .``). Without them this module raises ImportError and
+the registry leaves ``cython`` out of ``available_backends()``.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _registry
+from .._threads import get_num_threads, inner_blas_single_threaded
+from . import _workspace
+
+try:
+    from . import _cy_conv, _cy_pool
+except ImportError as exc:  # pragma: no cover - exercised by monkeypatching the import
+    raise ImportError(
+        f"the compiled kernels of the cython backend are not built ({exc}). Build them with "
+        "`pip install .`, or in a checkout `pip install -e . --no-build-isolation` "
+        "(or `python setup.py build_ext --inplace`)") from exc
+
+# A column tile this size stays near the core's L2 cache while giving GEMM wide enough panels.
+COL_TILE_BYTES = 1 << 20
+_INT32_MAX = 2**31 - 1
+
+_forked_child = False
+
+
+def _mark_forked_child() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+class Delegated(NamedTuple):
+    """ctx of a call this backend handed to another backend (sizes beyond its int32 indexing)."""
+
+    backend: str
+    ctx: object
+
+
+def build_info() -> dict:
+    """How the extension was compiled (OpenMP, -march=native, bounds checks) and the thread setting."""
+    info = _cy_conv.compiled_with()
+    info["threads"] = get_num_threads()
+    info["forked_child_serial"] = _forked_child
+    return info
+
+
+def _threads(work_items: int) -> int:
+    if _forked_child:
+        return 1
+    return max(1, min(get_num_threads(), work_items))
+
+
+def _blas_guard(threads: int):
+    """Pin BLAS to one thread while an OpenMP team calls it; leave it alone for serial calls."""
+    return inner_blas_single_threaded() if threads > 1 else nullcontext()
+
+
+def _fallback_backend():
+    names = [n for n in _registry.available_backends() if n not in ("cython", "naive")]
+    return names[0] if names else "naive"
+
+
+def _empty(dtype) -> np.ndarray:
+    return np.empty(0, dtype)
+
+
+# ----------------------------------------------------------------------------------- conv2d
+def _conv_params(p) -> tuple:
+    return (p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups)
+
+
+def _conv_fits_int32(x, w, p) -> bool:
+    _, c, h, width = x.shape
+    f, c_group, kh, kw = w.shape
+    largest = max(c * h * width, f * p.out_h * p.out_w, c_group * kh * kw * p.out_w * p.out_h)
+    return largest <= _INT32_MAX
+
+
+def _tile_rows(w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
+    """Output rows per column tile: the tile fits COL_TILE_BYTES and the workspace limit."""
+    k = w_shape[1] * w_shape[2] * w_shape[3]
+    budget = min(COL_TILE_BYTES, _workspace.WORKSPACE_LIMIT_BYTES // (buffers * threads))
+    return max(1, min(p.out_h, budget // max(1, k * p.out_w * itemsize)))
+
+
+def _is_identity(w_shape, p) -> bool:
+    return w_shape[2:] == (1, 1) and (p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 0, 0)
+
+
+def conv2d_forward(x, w, b, p):
+    if not _conv_fits_int32(x, w, p):
+        name = _fallback_backend()
+        out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
+        return out, Delegated(name, ctx)
+    n = x.shape[0]
+    wanted = _threads(get_num_threads())
+    rows = _tile_rows(w.shape, p, x.dtype.itemsize, wanted, 1)
+    if n < wanted:  # split samples into more row tiles so every thread gets work
+        rows = min(rows, -(-p.out_h // -(-wanted // n)))
+    n_tiles = -(-p.out_h // rows)
+    threads = _threads(n * n_tiles)
+    tile = 1 if _is_identity(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
+    col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
+    out = np.empty((n, w.shape[0], p.out_h, p.out_w), x.dtype)
+    bias = _empty(x.dtype) if b is None else b
+    with _blas_guard(threads):
+        _cy_conv.conv2d_forward(x, w, bias, out, col, _conv_params(p), rows, threads)
+    return out, None
+
+
+def conv2d_backward(dout, x, w, ctx, p, has_bias):
+    if isinstance(ctx, Delegated):
+        return _registry.get_module(ctx.backend).conv2d_backward(dout, x, w, ctx.ctx, p, has_bias)
+    threads = _threads(x.shape[0])
+    rows = _tile_rows(w.shape, p, x.dtype.itemsize, threads, 2)
+    tile = 1 if _is_identity(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
+    col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
+    dcol = _workspace.scratch("cython.dcol", (threads, tile), x.dtype)
+    dw_parts = _workspace.scratch("cython.dw", (threads, w.size), x.dtype)
+    db_parts = _workspace.scratch("cython.db", (threads, w.shape[0] if has_bias else 0), x.dtype)
+    dw_parts.fill(0)
+    db_parts.fill(0)
+    dx = np.empty_like(x)
+    with _blas_guard(threads):
+        _cy_conv.conv2d_backward(dout, x, w, dx, dw_parts, db_parts, col, dcol, _conv_params(p),
+                                 rows, threads)
+    # Fixed-order reduction of the per-thread partials: same thread count, same bits.
+    dw = dw_parts[0].copy()
+    for part in dw_parts[1:]:
+        dw += part
+    db = None
+    if has_bias:
+        db = db_parts[0].copy()
+        for part in db_parts[1:]:
+            db += part
+    return dx, dw.reshape(w.shape), db
+
+
+# ---------------------------------------------------------------------------------- pooling
+def _pool_params(p) -> tuple:
+    return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w)
+
+
+def _planes(a: np.ndarray) -> np.ndarray:
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
+
+
+def _delegate_pool(op: str, x, p):
+    name = _fallback_backend()
+    out, ctx = getattr(_registry.get_module(name), op)(x, p)
+    return out, Delegated(name, ctx)
+
+
+def max_pool2d_forward(x, p):
+    if x.shape[2] * x.shape[3] > _INT32_MAX:
+        return _delegate_pool("max_pool2d_forward", x, p)
+    out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
+    argmax = np.empty(out.shape, np.int32)
+    _cy_pool.max_pool2d_forward(_planes(x), _planes(out), _planes(argmax), _pool_params(p),
+                                _threads(x.shape[0] * x.shape[1]))
+    return out, argmax
+
+
+def max_pool2d_backward(dout, x, argmax, p):
+    if isinstance(argmax, Delegated):
+        return _registry.get_module(argmax.backend).max_pool2d_backward(dout, x, argmax.ctx, p)
+    dx = np.empty_like(x)
+    _cy_pool.max_pool2d_backward(_planes(dout), _planes(argmax), _planes(dx),
+                                 _threads(x.shape[0] * x.shape[1]))
+    return dx
+
+
+def avg_pool2d_forward(x, p):
+    if x.shape[2] * x.shape[3] > _INT32_MAX:
+        return _delegate_pool("avg_pool2d_forward", x, p)
+    out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
+    _cy_pool.avg_pool2d_forward(_planes(x), _planes(out), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
+    return out, None
+
+
+def avg_pool2d_backward(dout, x, ctx, p):
+    if isinstance(ctx, Delegated):
+        return _registry.get_module(ctx.backend).avg_pool2d_backward(dout, x, ctx.ctx, p)
+    dx = np.empty_like(x)
+    _cy_pool.avg_pool2d_backward(_planes(dout), _planes(dx), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
+    return dx
