@@ -62,14 +62,13 @@ def measure(calls: dict[str, Callable], settings: Settings) -> dict[str, list[fl
         rounds += 1
 
 
-def median_ratio(workload: wl.Workload, slow: str, fast: str, settings: Settings) -> float:
-    """median time of ``slow`` / median time of ``fast`` on ``workload``, measured side by side."""
+def medians(workload: wl.Workload, backends, settings: Settings) -> dict[str, float]:
+    """Median seconds of each backend on ``workload``, measured side by side (one warm-up call each)."""
     arrays = workload.inputs()
-    calls = {name: wl.make_call(workload, name, arrays) for name in (slow, fast)}
+    calls = {name: wl.make_call(workload, name, arrays) for name in backends}
     for call in calls.values():
         call()
-    samples = measure(calls, settings)
-    return statistics.median(samples[slow]) / statistics.median(samples[fast])
+    return {name: statistics.median(samples) for name, samples in measure(calls, settings).items()}
 
 
 def run_workload(workload: wl.Workload, backends, usable, settings: Settings) -> list[dict]:

@@ -1,0 +1,24 @@
+"""pytest-benchmark setup: fastconv's machine facts in saved runs, the `quick` marker, shared references."""
+from functools import lru_cache
+
+from fastconv.bench import workloads as wl
+
+USABLE = wl.usable_backends()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "quick: the workloads of `fastconv bench --quick` (pytest benchmarks/ -m quick)")
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from fastconv.info import collect
+    machine_info["fastconv"] = collect()
+
+
+@lru_cache(maxsize=1)  # the backends of one workload run one after another: keep only its arrays
+def inputs_and_reference(workload: wl.Workload):
+    """(inputs, reference backend name or None, reference outputs or None) for ``workload``."""
+    arrays = workload.inputs()
+    reference = wl.reference_backend(workload, USABLE)
+    expected = wl.make_call(workload, reference, arrays)() if reference else None
+    return arrays, reference, expected
