@@ -1,0 +1,126 @@
+"""The numba backend: parallel JIT kernels (im2col + BLAS GEMM, direct loops for thin convolutions).
+
+Importing this module imports Numba but compiles nothing; each kernel compiles on its first
+call and is cached on disk (see ``_numba_runtime``). Numba's thread count follows
+``fastconv.set_num_threads`` on every call, and scipy's BLAS, which Numba's ``np.dot`` calls
+from inside our parallel loops, is pinned to one thread meanwhile.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._threads import inner_blas_single_threaded
+from . import _numba_conv, _numba_pool, _numba_runtime
+from ._workspace import batch_chunk, scratch
+
+build_info = _numba_runtime.build_info
+
+
+def _conv_geom(p) -> tuple:
+    return (p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups)
+
+
+def _pool_geom(p) -> tuple:
+    return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w)
+
+
+def uses_direct_loops(x_shape, w_shape, groups) -> bool:
+    """Direct loops when a GEMM per group would be a matrix-vector product (depthwise and kin)."""
+    n_filters, c_group = w_shape[0], w_shape[1]
+    return c_group == 1 or n_filters // groups == 1
+
+
+def conv2d_forward(x, w, b, p):
+    threads = _numba_runtime.use_threads()
+    n_batch, channels = x.shape[:2]
+    out = np.empty((n_batch, w.shape[0], p.out_h, p.out_w), x.dtype)
+    bias = np.zeros(0, x.dtype) if b is None else b
+    if uses_direct_loops(x.shape, w.shape, p.groups):
+        with _numba_runtime.parallel_region():
+            _numba_conv.conv_forward_direct(x, w, bias, b is not None, _conv_geom(p), out)
+        return out, None
+    blocks = min(threads, n_batch)
+    k_all = channels * w.shape[2] * w.shape[3]
+    workspace = scratch("numba.cols", (blocks * k_all * p.out_h * p.out_w,), x.dtype)
+    with inner_blas_single_threaded(), _numba_runtime.parallel_region():
+        _numba_conv.conv_forward_gemm(x, w, bias, b is not None, _conv_geom(p), out, workspace, blocks)
+    return out, None
+
+
+def _backward_chunking(n_batch, bytes_per_sample, threads) -> tuple[int, int]:
+    """(samples per chunk, blocks per chunk): chunks within the workspace limit, split evenly over threads."""
+    chunk = batch_chunk(n_batch, bytes_per_sample)
+    if chunk >= threads:
+        chunk -= chunk % threads  # every block gets the same number of samples
+    else:
+        chunk = min(n_batch, threads)  # one sample per thread even if that exceeds the limit
+    return chunk, min(threads, chunk)
+
+
+def conv2d_backward(dout, x, w, ctx, p, has_bias):
+    threads = _numba_runtime.use_threads()
+    n_batch, channels = x.shape[:2]
+    n_filters = w.shape[0]
+    dx = np.empty_like(x)
+    geom = _conv_geom(p)
+    if uses_direct_loops(x.shape, w.shape, p.groups):
+        dw = np.empty_like(w)
+        db = np.empty(n_filters, x.dtype)
+        with _numba_runtime.parallel_region():
+            _numba_conv.conv_backward_input_direct(dout, w, geom, dx)
+            _numba_conv.conv_backward_params_direct(x, dout, geom, dw, db)
+        return dx, dw, db if has_bias else None
+
+    positions = p.out_h * p.out_w
+    k_all = channels * w.shape[2] * w.shape[3]
+    chunk, blocks = _backward_chunking(n_batch, (k_all + n_filters) * positions * x.itemsize, threads)
+    block_cols = -(-chunk // blocks) * positions
+    cols_space = scratch("numba.cols", (blocks * k_all * block_cols,), x.dtype)
+    dout_space = scratch("numba.dout", (blocks * n_filters * block_cols,), x.dtype)
+    # Per-block partial sums, reduced in block order at the end: deterministic for a thread count.
+    dw_parts = np.zeros((blocks, n_filters, w[0].size), x.dtype)
+    db_parts = np.zeros((blocks, n_filters), x.dtype)
+    with inner_blas_single_threaded(), _numba_runtime.parallel_region():
+        for start in range(0, n_batch, chunk):
+            _numba_conv.conv_backward_gemm_chunk(x, w, dout, geom, start, min(n_batch, start + chunk), blocks,
+                                                 dx, dw_parts, db_parts, cols_space, dout_space, block_cols)
+    dw = dw_parts.sum(axis=0).reshape(w.shape)
+    return dx, dw, db_parts.sum(axis=0) if has_bias else None
+
+
+def _argmax_dtype(height, width):
+    return np.int32 if height * width < 2**31 else np.int64
+
+
+def max_pool2d_forward(x, p):
+    _numba_runtime.use_threads()
+    shape = (x.shape[0], x.shape[1], p.out_h, p.out_w)
+    out = np.empty(shape, x.dtype)
+    argmax = np.empty(shape, _argmax_dtype(*x.shape[2:]))
+    with _numba_runtime.parallel_region():
+        _numba_pool.max_pool_forward(x, _pool_geom(p), out, argmax)
+    return out, argmax
+
+
+def max_pool2d_backward(dout, x, argmax, p):
+    _numba_runtime.use_threads()
+    dx = np.empty_like(x)
+    with _numba_runtime.parallel_region():
+        _numba_pool.max_pool_backward(dout, argmax, dx)
+    return dx
+
+
+def avg_pool2d_forward(x, p):
+    _numba_runtime.use_threads()
+    out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
+    with _numba_runtime.parallel_region():
+        _numba_pool.avg_pool_forward(x, _pool_geom(p), out)
+    return out, None
+
+
+def avg_pool2d_backward(dout, x, ctx, p):
+    _numba_runtime.use_threads()
+    dx = np.empty_like(x)
+    with _numba_runtime.parallel_region():
+        _numba_pool.avg_pool_backward(dout, _pool_geom(p), dx)
+    return dx
