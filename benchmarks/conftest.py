@@ -10,9 +10,17 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "quick: the workloads of `fastconv bench --quick` (pytest benchmarks/ -m quick)")
 
 
+# Facts that stay put between runs on one machine (pytest-benchmark warns when saved ones differ).
+STABLE_FACTS = ("fastconv", "numpy", "cpu", "cores", "threads", "available_backends", "blas", "torch")
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     from fastconv.info import collect
-    machine_info["fastconv"] = collect()
+    facts = collect()
+    # Load order and momentary thread pins vary from run to run: keep what identifies each library.
+    facts["blas"] = sorted(({k: lib[k] for k in ("internal_api", "version", "filepath")} for lib in facts["blas"]),
+                           key=lambda lib: lib["filepath"])
+    machine_info["fastconv"] = {key: facts[key] for key in STABLE_FACTS if key in facts}
 
 
 @lru_cache(maxsize=1)  # the backends of one workload run one after another: keep only its arrays

@@ -26,7 +26,7 @@ def configure(parser) -> None:
     parser.add_argument("--op", **many, help=f"only these operations: {', '.join(wl.OPS)}")
     parser.add_argument("--dtype", **many, help=f"only these dtypes: {', '.join(wl.DTYPES)}")
     parser.add_argument("--case", **many, help="only these cases (shell patterns like 'small-*')")
-    parser.add_argument("--threads", type=int, help="fastconv.set_num_threads(N) first (PyTorch follows)")
+    parser.add_argument("--threads", type=int, metavar="N", help="fastconv.set_num_threads(N) first (PyTorch follows)")
     parser.add_argument("--repeats", type=int, metavar="N", help="minimum timed calls per row")
     parser.add_argument("--budget", type=float, metavar="SECONDS",
                         help="time each row until it used this much (after the minimum repeats)")
