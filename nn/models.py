@@ -1,5 +1,8 @@
-"""CS231n-style classifiers with a ``.params`` dict and ``.loss(X, y=None)``: ThreeLayerConvNet, FullyConnectedNet."""
+"""CS231n-style classifiers with ``.params`` and ``.loss(X, y=None)``: ThreeLayerConvNet, FullyConnectedNet,
+and ModuleClassifier (any module-API network, seen the same way so the Solver can train it)."""
 from __future__ import annotations
+
+from collections.abc import MutableMapping
 
 import numpy as np
 
@@ -7,7 +10,7 @@ from .layers import (affine_backward, affine_forward, affine_relu_backward, affi
                      batchnorm_backward_alt, batchnorm_forward, conv_relu_pool_backward, conv_relu_pool_forward,
                      dropout_backward, dropout_forward, relu_backward, relu_forward, softmax_loss)
 
-__all__ = ["ThreeLayerConvNet", "FullyConnectedNet"]
+__all__ = ["ThreeLayerConvNet", "FullyConnectedNet", "ModuleClassifier"]
 
 
 def _float_dtype(dtype) -> np.dtype:
@@ -173,3 +176,58 @@ class FullyConnectedNet:
             for key in ("running_mean", "running_var"):
                 if f"bn{i}.{key}" in state:
                     bn_param[key] = np.asarray(state[f"bn{i}.{key}"]).astype(self.dtype, copy=True)
+
+
+class _ParameterData(MutableMapping):
+    """``name -> Parameter.data`` of a module, live: assigning an array replaces that parameter's data."""
+
+    def __init__(self, module):
+        self._params = dict(module.named_parameters())
+
+    def __getitem__(self, name):
+        return self._params[name].data
+
+    def __setitem__(self, name, value):
+        param = self._params[name]
+        if value.shape != param.data.shape:
+            raise ValueError(f"{name} has shape {param.data.shape}, got {value.shape}")
+        param.data = value
+
+    def __delitem__(self, name):
+        raise TypeError("the parameters of a module cannot be removed")
+
+    def __iter__(self):
+        return iter(self._params)
+
+    def __len__(self):
+        return len(self._params)
+
+
+class ModuleClassifier:
+    """A module-API network (e.g. :class:`nn.Sequential` producing (N, C) scores) with softmax loss.
+
+    ``.params`` maps dotted parameter names to their arrays (assignments go into the module), and
+    ``.loss(X)`` runs the module in eval mode and returns scores; ``.loss(X, y)`` runs it in train
+    mode and returns ``(loss, grads)`` keyed like params.
+    """
+
+    def __init__(self, module):
+        from .modules import CrossEntropyLoss
+
+        self.module, self.criterion = module, CrossEntropyLoss()
+        self.params = _ParameterData(module)
+
+    def loss(self, X, y=None):
+        if y is None:
+            return self.module.eval()(X)
+        self.module.train()
+        self.module.zero_grad()
+        loss = self.criterion(self.module(X), y)
+        self.module.backward(self.criterion.backward())
+        return loss, {name: param.grad for name, param in self.module.named_parameters()}
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.module.load_state_dict(state)

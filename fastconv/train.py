@@ -1,0 +1,137 @@
+"""`fastconv train`: train a small CNN (or a fully connected net) on scikit-learn's digits with nn.Solver."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+import time
+
+import numpy as np
+
+MODELS = ("convnet", "fc")
+
+
+def configure(parser) -> None:
+    parser.add_argument("--model", choices=MODELS, default="convnet",
+                        help="convnet: conv3x3(16)-relu-pool-fc(64)-relu-fc(10); fc: two hidden layers "
+                             "(128, 64) with batchnorm (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10, help="number of epochs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--lr-decay", type=float, default=0.9,
+                        help="learning-rate factor applied after each epoch (default: %(default)s)")
+    parser.add_argument("--backend", default=None,
+                        help="fastconv backend for conv and pool (default: the process default, 'auto')")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split, the init and the minibatch order")
+    parser.add_argument("--checkpoint", metavar="PATH", default=None,
+                        help="save a checkpoint (.npz) to PATH after every epoch")
+    parser.add_argument("--resume", action="store_true", help="continue from the --checkpoint file")
+    parser.add_argument("--plot", metavar="FILE.png", default=None,
+                        help="save loss and train/val accuracy curves (needs matplotlib: pip install 'fastconv[plot]')")
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int):
+    """The CS231n models draw their init from np.random: seed it for them, then put it back."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def build_model(name: str, seed: int):
+    from nn.models import FullyConnectedNet, ThreeLayerConvNet
+
+    with _seeded_global_rng(seed):
+        if name == "convnet":
+            return ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=16, filter_size=3, hidden_dim=64,
+                                     weight_scale=0.1, dtype=np.float32)
+        return FullyConnectedNet([128, 64], input_dim=64, normalization="batchnorm", weight_scale=0.1,
+                                 dtype=np.float32, seed=seed)
+
+
+class ProgressBar:
+    """``epoch 3/10 [########------------] 16/39 loss 0.1234`` redrawn in place on a stream (stderr)."""
+
+    def __init__(self, num_epochs: int, stream=None, width: int = 24):
+        self.num_epochs, self.stream, self.width = num_epochs, stream or sys.stderr, width
+
+    def __call__(self, epoch, iteration, total, loss) -> None:
+        filled = self.width * iteration // total
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\repoch {epoch}/{self.num_epochs} [{bar}] {iteration}/{total} loss {loss:.4f}")
+        if iteration == total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def save_plot(path, solver) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(solver.loss_history, linewidth=0.8)
+    ax_loss.set(xlabel="iteration", ylabel="training loss", title="Loss")
+    epochs = np.arange(len(solver.train_acc_history))
+    ax_acc.plot(epochs, solver.train_acc_history, marker="o", label="train")
+    ax_acc.plot(epochs, solver.val_acc_history, marker="o", label="val")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _error(message: str) -> int:
+    print(f"fastconv train: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args) -> int:
+    import fastconv
+    from nn.checkpoint import CheckpointError
+    from nn.data import load_digits
+    from nn.solver import Solver
+
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or not args.lr_decay > 0:
+        return _error("--epochs and --batch-size must be >= 1, --lr and --lr-decay > 0")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        return _error("--plot needs matplotlib, which is not installed: pip install 'fastconv[plot]'")
+    if args.resume and args.checkpoint is None:
+        return _error("--resume needs --checkpoint PATH")
+    with contextlib.ExitStack() as scope:
+        if args.backend is not None:
+            try:
+                scope.enter_context(fastconv.use_backend(args.backend))
+            except (ValueError, TypeError, ImportError) as exc:
+                return _error(str(exc))
+        data = load_digits(seed=args.seed)
+        solver = Solver(build_model(args.model, args.seed), data, update_rule="adam",
+                        optim_config={"learning_rate": args.lr}, lr_decay=args.lr_decay, batch_size=args.batch_size,
+                        num_epochs=args.epochs, verbose=False, seed=args.seed, progress=ProgressBar(args.epochs),
+                        checkpoint_path=args.checkpoint)
+        if args.resume:
+            try:
+                solver.load_checkpoint(args.checkpoint)
+            except (FileNotFoundError, CheckpointError) as exc:
+                return _error(str(exc))
+            print(f"resumed from {args.checkpoint} after epoch {solver.epoch}")
+        print(f"training {args.model} on digits ({len(data['y_train'])} train / {len(data['y_val'])} val / "
+              f"{len(data['y_test'])} test), backend {fastconv.get_backend()}")
+        start = time.perf_counter()
+        while solver.epoch < solver.num_epochs:
+            report = solver.train_epoch()
+            print(f"epoch {report['epoch']}/{solver.num_epochs}  loss {report['loss']:.4f}  "
+                  f"train_acc {report['train_acc']:.4f}  val_acc {report['val_acc']:.4f}  ({report['seconds']:.1f} s)")
+        solver.train()  # no epochs left: this only puts the best parameters (by val accuracy) back
+        test_acc = solver.check_accuracy(data["X_test"], data["y_test"])
+        print(f"best val_acc {solver.best_val_acc:.4f}; test accuracy {test_acc:.4f} "
+              f"({round(test_acc * len(data['y_test']))}/{len(data['y_test'])}); "
+              f"training time {time.perf_counter() - start:.1f} s")
+    if args.plot is not None:
+        save_plot(args.plot, solver)
+        print(f"curves saved to {args.plot}")
+    return 0
