@@ -15,6 +15,7 @@ from fastconv.bench import workloads as wl
 
 TINY = ["--case", "small-pool2", "--op", "maxpool_fwd_bwd", "--dtype", "float32"]
 FAST = ["--repeats", "3", "--budget", "0"]
+TINY_BACKENDS = [name for name in wl.usable_backends() if name != wl.GEMM]  # GEMM is a conv_fwd peer only
 
 
 def bench(*argv) -> int:
@@ -56,7 +57,7 @@ def test_quick_run_succeeds_and_prints_one_row_per_backend(quick_run):
     assert status == 0
     assert "small-pool2 · maxpool_fwd_bwd · float32" in stdout
     assert "median ms" in stdout and "GFLOP/s" in stdout and "vs naive" in stdout and "max abs err" in stdout
-    for backend in wl.usable_backends():
+    for backend in TINY_BACKENDS:
         assert f"\n  {backend} " in stdout
 
 
@@ -67,7 +68,7 @@ def test_json_has_machine_facts_and_one_checked_record_per_row(quick_run):
         assert fact in doc["machine"]
     assert doc["settings"]["quick"] is True and doc["settings"]["min_repeats"] == 3
     records = doc["results"]
-    assert [r["backend"] for r in records] == list(wl.usable_backends())
+    assert [r["backend"] for r in records] == TINY_BACKENDS
     for record in records:
         assert (record["case"], record["op"], record["dtype"]) == ("small-pool2", "maxpool_fwd_bwd", "float32")
         assert record["median_s"] > 0 and record["min_s"] <= record["median_s"] and record["repeats"] >= 3
@@ -76,7 +77,7 @@ def test_json_has_machine_facts_and_one_checked_record_per_row(quick_run):
         assert math.isclose(record["gflops"], record["flops"] / record["median_s"] / 1e9)
         assert math.isclose(record["speedup_vs_naive"] * record["median_s"],
                             next(r["median_s"] for r in records if r["backend"] == "naive"))
-        if "torch" in wl.usable_backends():
+        if "torch" in TINY_BACKENDS:
             assert record["speedup_vs_torch"] > 0
 
 
@@ -167,6 +168,7 @@ def test_list_shows_the_plan_and_naive_only_on_small_cases(capsys):
     assert bench("--case", "small-s2,vgg-c64", "--op", "conv_fwd", "--dtype", "float32", "--list") == 0
     lines = dict(line.split(None, 3)[0::3] for line in capsys.readouterr().out.splitlines())
     assert "naive" in lines["small-s2"].split() and "naive" not in lines["vgg-c64"].split()
+    assert "gemm" in lines["vgg-c64"].split()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -211,6 +213,17 @@ def test_a_wrong_or_crashing_backend_is_flagged_not_hidden(monkeypatch):
     assert by_name["crashing"]["median_s"] is None
 
 
+def test_gemm_row_is_timed_unchecked_and_reported_as_a_share(capsys):
+    case = wl.CASES["small-s2"]
+    rows, inner, columns = wl.gemm_shape(case)
+    assert 2.0 * rows * inner * columns == case.flops()
+    assert bench("--case", "small-s2", "--op", "conv_fwd", "--dtype", "float64", "--backend", "naive,gemm",
+                 "--repeats", "1", "--budget", "0") == 0
+    out = capsys.readouterr().out
+    assert "numpy matmul of the same GEMM size (not a conv)" in out
+    assert "Conv forward GFLOP/s as a share of the same-size numpy GEMM:" in out
+
+
 def test_reference_is_naive_on_small_cases_and_a_verified_backend_on_large_ones():
     small, large = wl.select(cases=["small-s2"], ops=["conv_fwd"], dtypes=["float64"])[0], \
         wl.select(cases=["vgg-c64"], ops=["conv_fwd"], dtypes=["float64"])[0]
@@ -239,4 +252,4 @@ def test_pytest_benchmark_suite_checks_and_runs(tmp_path):
         [sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
          "-k", "small-pool2-maxpool_fwd_bwd-float32"], cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{len(wl.usable_backends())} passed" in result.stdout
+    assert f"{len(TINY_BACKENDS)} passed" in result.stdout

@@ -24,7 +24,7 @@ def write_plot(records: list[dict], path: str) -> str:
     require_matplotlib()
     from matplotlib.figure import Figure
 
-    timed = [r for r in records if r["median_s"]]
+    timed = [r for r in records if r["median_s"] and r["backend"] != "gemm"]
     present = {r["backend"] for r in timed}
     peer = next((name for name in BASELINE_ORDER if name in present), None)
     if peer is None:

@@ -22,6 +22,8 @@ def _speedup(value) -> str:
 
 
 def _status(record: dict) -> str:
+    if record["backend"] == wl.GEMM:
+        return "numpy matmul of the same GEMM size (not a conv)"
     if record["error"]:
         return "ERROR " + record["error"]
     if record["ok"] is False:
@@ -63,7 +65,7 @@ def format_summary(records: list[dict]) -> str:
     """Geometric mean of speedup vs PyTorch per backend, op and dtype (the issues' target metric)."""
     cells: dict[tuple, list[float]] = {}
     for r in records:
-        if r["speedup_vs_torch"] and r["backend"] not in (wl.TORCH, "naive"):
+        if r["speedup_vs_torch"] and r["backend"] not in (wl.TORCH, wl.GEMM, "naive"):
             cells.setdefault((r["op"], r["dtype"], r["backend"]), []).append(r["speedup_vs_torch"])
     if not cells:
         return ""
@@ -74,10 +76,24 @@ def format_summary(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_gemm_fractions(records: list[dict]) -> str:
+    """Conv forward GFLOP/s of each backend as a fraction of numpy's GEMM of the same size, same run."""
+    lines = []
+    for group in by_workload(records):
+        gemm = next((r for r in group if r["backend"] == wl.GEMM and r["gflops"]), None)
+        if gemm is None:
+            continue
+        shares = [f"{r['backend']} {100 * r['gflops'] / gemm['gflops']:.0f}%" for r in group
+                  if r["gflops"] and r["backend"] not in (wl.GEMM, "naive")]
+        lines.append(f"  {group[0]['case']:<17} {group[0]['dtype']:<8} GEMM {gemm['gflops']:7.1f} GFLOP/s: "
+                     + ", ".join(shares))
+    return "\n".join(["Conv forward GFLOP/s as a share of the same-size numpy GEMM:"] + lines) if lines else ""
+
+
 def format_report(records: list[dict]) -> str:
     parts = [format_table(group) for group in by_workload(records)]
-    summary = format_summary(records)
-    return "\n\n".join(parts + ([summary] if summary else []))
+    summaries = [format_summary(records), format_gemm_fractions(records)]
+    return "\n\n".join(parts + [summary for summary in summaries if summary])
 
 
 def document(machine: dict, settings: dict, records: list[dict], comparison: dict | None = None) -> dict:

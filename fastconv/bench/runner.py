@@ -98,7 +98,7 @@ def run_workload(workload: wl.Workload, backends, usable, settings: Settings) ->
             continue
         if name == reference:
             expected = outputs
-        if expected is not None:
+        if expected is not None and name != wl.GEMM:  # GEMM computes something else: nothing to check
             record["max_abs_error"] = wl.max_abs_error(outputs, expected)
             record["ok"] = wl.agrees(outputs, expected, workload.dtype)
         del outputs

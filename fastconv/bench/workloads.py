@@ -11,6 +11,9 @@ import fastconv
 from fastconv import testing
 
 TORCH = "torch"
+# Peer row on conv forward: numpy's matrix product of the conv's GEMM size (same flop count),
+# the yardstick for how much of the BLAS speed a conv backend reaches.
+GEMM = "gemm"
 CONV_OPS = ("conv_fwd", "conv_fwd_bwd")
 POOL_OPS = ("maxpool_fwd_bwd", "avgpool_fwd_bwd")
 OPS = CONV_OPS + POOL_OPS
@@ -141,12 +144,22 @@ def torch_module():
 
 
 def usable_backends() -> tuple[str, ...]:
-    """Every backend this machine can time: fastconv's, then PyTorch as a peer when installed."""
-    return fastconv.available_backends() + ((TORCH,) if torch_module() is not None else ())
+    """Every row this machine can time: fastconv's backends, PyTorch when installed, numpy's GEMM."""
+    return fastconv.available_backends() + ((TORCH,) if torch_module() is not None else ()) + (GEMM,)
 
 
 def runs_on(workload: Workload, backend: str) -> bool:
-    return backend != "naive" or workload.small
+    if backend == "naive":
+        return workload.small
+    if backend == GEMM:
+        return workload.op == "conv_fwd" and workload.case.groups == 1
+    return True
+
+
+def gemm_shape(case: testing.ConvCase) -> tuple:
+    """(rows, inner, columns) of the matrix product a conv forward amounts to: (F, C*KH*KW, N*OH*OW)."""
+    f, c, kh, kw = case.w_shape
+    return f, c * kh * kw, round(case.flops() / (2 * f * c * kh * kw))
 
 
 def reference_backend(workload: Workload, usable) -> str | None:
@@ -163,6 +176,11 @@ def make_call(workload: Workload, backend: str, arrays: dict) -> Callable[[], tu
     """A no-argument callable running ``workload`` on ``backend``, returning its outputs as arrays."""
     if backend == TORCH:
         return _torch_call(workload, arrays, torch_module())
+    if backend == GEMM:
+        rows, inner, columns = gemm_shape(workload.case)
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal(shape).astype(workload.dtype) for shape in ((rows, inner), (inner, columns)))
+        return lambda: (a @ b,)
     x, dout = arrays["x"], arrays["dout"]
     case = workload.case
     if workload.op in CONV_OPS:
