@@ -60,12 +60,12 @@ def _read_bytes(path) -> bytes:
 def _read_idx(path, magic: int, ndim: int, what: str) -> np.ndarray:
     raw = _read_bytes(path)
     header_size = 4 + 4 * ndim
+    if len(raw) >= 4 and int.from_bytes(raw[:4], "big") != magic:
+        raise ValueError(f"{os.fspath(path)!r}: magic number {int.from_bytes(raw[:4], 'big')}, expected {magic} "
+                         f"for an IDX {what} file")
     if len(raw) < header_size:
         raise ValueError(f"{os.fspath(path)!r}: {len(raw)} bytes, too short for an IDX {what} header "
                          f"({header_size} bytes); truncated?")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
-        raise ValueError(f"{os.fspath(path)!r}: magic number {found}, expected {magic} for an IDX {what} file")
     dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     if ndim > 1 and 0 in dims[1:]:
         raise ValueError(f"{os.fspath(path)!r}: image dimensions {dims[1:]} must be positive")
