@@ -18,8 +18,6 @@ CONV_OPS = ("conv_fwd", "conv_fwd_bwd")
 POOL_OPS = ("maxpool_fwd_bwd", "avgpool_fwd_bwd")
 OPS = CONV_OPS + POOL_OPS
 DTYPES = ("float32", "float64")
-OUTPUT_NAMES = {"conv_fwd": ("out",), "conv_fwd_bwd": ("out", "dx", "dw", "db"),
-                "maxpool_fwd_bwd": ("out", "dx"), "avgpool_fwd_bwd": ("out", "dx")}
 
 CONV_CASES = testing.CONV_SMALL + testing.CONV_SUITE
 POOL_CASES = testing.POOL_SMALL + testing.POOL_SUITE
