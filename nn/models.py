@@ -224,7 +224,8 @@ class ModuleClassifier:
         self.module.zero_grad()
         loss = self.criterion(self.module(X), y)
         self.module.backward(self.criterion.backward())
-        return loss, {name: param.grad for name, param in self.module.named_parameters()}
+        # copies: the next call zeroes and refills the Parameter.grad arrays
+        return loss, {name: param.grad.copy() for name, param in self.module.named_parameters()}
 
     def state_dict(self) -> dict:
         return self.module.state_dict()
