@@ -150,7 +150,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef int tid = 0  # thread-private inside the parallel block
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
-        for item in prange(n_items, schedule="static"):
+        for item in prange(n_items, schedule="dynamic"):
             _forward_item(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, has_bias,
                           &out[0, 0, 0, 0], item, &col[0, 0] + tid * col_stride)
 
@@ -205,19 +205,21 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
                     floating[:, ::1] dw_parts, floating[:, ::1] db_parts,
                     floating[:, ::1] col, floating[:, ::1] dcol,
                     tuple params, int tile_rows, int num_threads):
-    """dx <- full gradient; dw_parts[t] += thread t's share of dw (likewise db_parts, which
-    may have zero columns = no bias). The caller sums the parts in thread order."""
-    cdef Geometry g = _geometry(x.shape, w.shape, dout.shape,
-                                params, tile_rows)
-    cdef Py_ssize_t n
+    """dx <- full gradient; the batch is cut into len(dw_parts) fixed chunks of consecutive
+    samples and dw_parts[c] += chunk c's share of dw (likewise db_parts, which may have zero
+    columns = no bias). One thread runs a whole chunk in sample order, so each part is the same
+    whichever thread ran it; the caller sums the parts in chunk order."""
+    cdef Geometry g = _geometry(x.shape, w.shape, dout.shape, params, tile_rows)
+    cdef Py_ssize_t chunk, n, n_batch = x.shape[0], n_chunks = dw_parts.shape[0]
     cdef Py_ssize_t col_stride = col.shape[1], dw_stride = dw_parts.shape[1], db_stride = db_parts.shape[1]
     cdef bint has_bias = db_parts.shape[1] > 0
     cdef floating* db_base = &db_parts[0, 0] if has_bias else NULL
     cdef int tid = 0  # thread-private inside the parallel block
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
-        for n in prange(x.shape[0], schedule="static"):
-            _backward_sample(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
-                             n, &dw_parts[0, 0] + tid * dw_stride,
-                             db_base + tid * db_stride if has_bias else NULL,
-                             &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride)
+        for chunk in prange(n_chunks, schedule="dynamic"):
+            for n in range(chunk * n_batch // n_chunks, (chunk + 1) * n_batch // n_chunks):
+                _backward_sample(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                                 n, &dw_parts[0, 0] + chunk * dw_stride,
+                                 db_base + chunk * db_stride if has_bias else NULL,
+                                 &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride)

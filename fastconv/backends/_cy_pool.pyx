@@ -78,7 +78,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int
     cdef Window g = _window(x.shape, out.shape, params)
     cdef bint fast = g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
     cdef Py_ssize_t plane
-    for plane in prange(x.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+    for plane in prange(x.shape[0], nogil=True, schedule="guided", num_threads=num_threads):
         if fast:
             _max_plane_2x2(&g, &x[plane, 0, 0], &out[plane, 0, 0], &argmax[plane, 0, 0])
         else:
@@ -92,7 +92,7 @@ def max_pool2d_backward(const floating[:, :, ::1] dout, const int[:, :, ::1] arg
     cdef floating* dst
     cdef const floating* grad
     cdef const int* index
-    for plane in prange(dx.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+    for plane in prange(dx.shape[0], nogil=True, schedule="guided", num_threads=num_threads):
         dst = &dx[plane, 0, 0]
         grad = &dout[plane, 0, 0]
         index = &argmax[plane, 0, 0]
@@ -142,7 +142,7 @@ def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, tup
     """Per plane of x: out <- window means, padded cells counted in the divisor."""
     cdef Window g = _window(x.shape, out.shape, params)
     cdef Py_ssize_t plane
-    for plane in prange(x.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+    for plane in prange(x.shape[0], nogil=True, schedule="guided", num_threads=num_threads):
         _avg_plane(&g, &x[plane, 0, 0], &out[plane, 0, 0])
 
 
@@ -151,5 +151,5 @@ def avg_pool2d_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx, 
     """dx <- each window's gradient spread evenly over its in-bounds cells."""
     cdef Window g = _window(dx.shape, dout.shape, params)
     cdef Py_ssize_t plane
-    for plane in prange(dx.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+    for plane in prange(dx.shape[0], nogil=True, schedule="guided", num_threads=num_threads):
         _avg_plane_backward(&g, &dout[plane, 0, 0], &dx[plane, 0, 0])

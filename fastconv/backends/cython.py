@@ -19,11 +19,13 @@ oversubscribed. With a single work item the kernel runs serially and lets BLAS u
 Calls release the GIL and keep per-Python-thread workspaces, so several Python threads may
 call at once.
 
-fork: GNU OpenMP (libgomp) keeps a pool of worker threads that a ``fork()`` child does not
-inherit; in such a child libgomp's next parallel region waits forever for the missing workers.
-This module registers an ``os.register_at_fork`` hook: in a forked child the kernels run with
-one thread (no OpenMP team is started) and stay correct; parallel speed needs a child started
-with the 'spawn' or 'forkserver' method (or ``fastconv.set_num_threads`` in a fresh process).
+fork: GNU OpenMP (libgomp) keeps its worker pool in the thread that started a parallel region.
+A ``fork()`` child has only the forking thread, whose pool now names workers that do not
+exist there, so libgomp's next parallel region from that thread waits forever (measured: a
+multiprocessing 'fork' child hangs). Threads created in the child start with no pool and work.
+So after a fork (``os.register_at_fork``) this module runs the kernels called from the child's
+surviving thread on a helper thread created in the child: forked children compute in parallel
+and do not hang. Other threads of the child call the kernels directly.
 
 Build: the kernels live in ``_cy_conv.pyx`` / ``_cy_pool.pyx`` and are compiled by setup.py
 (``pip install .`` or ``pip install -e .``). Without them this module raises ImportError and
@@ -32,6 +34,8 @@ the registry leaves ``cython`` out of ``available_backends()``.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -41,28 +45,73 @@ from .. import _registry
 from .._threads import get_num_threads, inner_blas_single_threaded
 from . import _workspace
 
-try:
-    from . import _cy_conv, _cy_pool
-except ImportError as exc:  # pragma: no cover - exercised by monkeypatching the import
-    raise ImportError(
-        f"the compiled kernels of the cython backend are not built ({exc}). Build them with "
-        "`pip install .`, or in a checkout `pip install -e . --no-build-isolation` "
-        "(or `python setup.py build_ext --inplace`)") from exc
+
+
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as fh:
+            return "libgomp" in fh.read()
+    except OSError:  # not Linux: cannot tell, so assume another library already chose
+        return True
+
+
+def _import_kernels():
+    """Import the compiled kernels, letting the OpenMP runtime they load wait passively.
+
+    libgomp reads OMP_WAIT_POLICY once, when it is loaded. Its default spins idle workers for
+    a while after each parallel region, which on a machine shared with other work (the usual
+    case for a 2-core box running tests) steals the very cores the next call needs: measured
+    here, 2-thread pooling ran 2-3x slower than with passive waiting. So unless the user set
+    OMP_WAIT_POLICY, or a library loaded libgomp first (torch ships one with the same soname,
+    and the process then shares it), the import happens with OMP_WAIT_POLICY=PASSIVE.
+    """
+    choose = "OMP_WAIT_POLICY" not in os.environ and not _libgomp_loaded()
+    if choose:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        from . import _cy_conv, _cy_pool
+    except ImportError as exc:
+        raise ImportError(
+            f"the compiled kernels of the cython backend are not built ({exc}). Build them with "
+            "`pip install .`, or in a checkout `pip install -e . --no-build-isolation` "
+            "(or `python setup.py build_ext --inplace`)") from exc
+    finally:
+        if choose:
+            del os.environ["OMP_WAIT_POLICY"]
+    return _cy_conv, _cy_pool, choose
+
+
+_cy_conv, _cy_pool, _PASSIVE_WAIT_SET_HERE = _import_kernels()
 
 # A column tile this size stays near the core's L2 cache while giving GEMM wide enough panels.
 COL_TILE_BYTES = 1 << 20
+CHUNKS_PER_THREAD = 4
 _INT32_MAX = 2**31 - 1
 
-_forked_child = False
+# Set in a fork() child: the surviving thread, whose libgomp pool is stale, and the helper
+# thread that runs kernels on its behalf.
+_stale_pool_thread: int | None = None
+_helper: ThreadPoolExecutor | None = None
 
 
-def _mark_forked_child() -> None:
-    global _forked_child
-    _forked_child = True
+def _after_fork_in_child() -> None:
+    global _stale_pool_thread, _helper
+    _stale_pool_thread = threading.get_ident()
+    _helper = None  # the parent's helper thread did not survive the fork either
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_mark_forked_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _run(kernel, *args):
+    """Call a compiled kernel, from a fresh thread if this thread's OpenMP pool died in a fork."""
+    global _helper
+    if _stale_pool_thread is None or threading.get_ident() != _stale_pool_thread:
+        return kernel(*args)
+    if _helper is None:
+        _helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastconv-openmp")
+    return _helper.submit(kernel, *args).result()
 
 
 class Delegated(NamedTuple):
@@ -76,13 +125,13 @@ def build_info() -> dict:
     """How the extension was compiled (OpenMP, -march=native, bounds checks) and the thread setting."""
     info = _cy_conv.compiled_with()
     info["threads"] = get_num_threads()
-    info["forked_child_serial"] = _forked_child
+    info["forked_child"] = _stale_pool_thread is not None
+    info["omp_wait_policy"] = "PASSIVE (set by fastconv)" if _PASSIVE_WAIT_SET_HERE else os.environ.get(
+        "OMP_WAIT_POLICY", "chosen by whoever loaded libgomp first")
     return info
 
 
 def _threads(work_items: int) -> int:
-    if _forked_child:
-        return 1
     return max(1, min(get_num_threads(), work_items))
 
 
@@ -140,8 +189,15 @@ def conv2d_forward(x, w, b, p):
     out = np.empty((n, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = _empty(x.dtype) if b is None else b
     with _blas_guard(threads):
-        _cy_conv.conv2d_forward(x, w, bias, out, col, _conv_params(p), rows, threads)
+        _run(_cy_conv.conv2d_forward, x, w, bias, out, col, _conv_params(p), rows, threads)
     return out, None
+
+
+def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
+    """Fixed chunks of the batch, each with its own dw partial: several per thread so a thread
+    slowed by other processes does not hold up the rest, fewer when the partials are large."""
+    budget = max(threads, _workspace.WORKSPACE_LIMIT_BYTES // (4 * max(1, part_bytes)))
+    return max(1, min(n, CHUNKS_PER_THREAD * threads, budget))
 
 
 def conv2d_backward(dout, x, w, ctx, p, has_bias):
@@ -152,15 +208,16 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     tile = 1 if _is_identity(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
     col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
     dcol = _workspace.scratch("cython.dcol", (threads, tile), x.dtype)
-    dw_parts = _workspace.scratch("cython.dw", (threads, w.size), x.dtype)
-    db_parts = _workspace.scratch("cython.db", (threads, w.shape[0] if has_bias else 0), x.dtype)
+    chunks = _backward_chunks(x.shape[0], threads, w.size * x.dtype.itemsize)
+    dw_parts = _workspace.scratch("cython.dw", (chunks, w.size), x.dtype)
+    db_parts = _workspace.scratch("cython.db", (chunks, w.shape[0] if has_bias else 0), x.dtype)
     dw_parts.fill(0)
     db_parts.fill(0)
     dx = np.empty_like(x)
     with _blas_guard(threads):
-        _cy_conv.conv2d_backward(dout, x, w, dx, dw_parts, db_parts, col, dcol, _conv_params(p),
-                                 rows, threads)
-    # Fixed-order reduction of the per-thread partials: same thread count, same bits.
+        _run(_cy_conv.conv2d_backward, dout, x, w, dx, dw_parts, db_parts, col, dcol, _conv_params(p),
+             rows, threads)
+    # Fixed-order reduction of the chunk partials: same thread count, same bits.
     dw = dw_parts[0].copy()
     for part in dw_parts[1:]:
         dw += part
@@ -192,7 +249,7 @@ def max_pool2d_forward(x, p):
         return _delegate_pool("max_pool2d_forward", x, p)
     out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
     argmax = np.empty(out.shape, np.int32)
-    _cy_pool.max_pool2d_forward(_planes(x), _planes(out), _planes(argmax), _pool_params(p),
+    _run(_cy_pool.max_pool2d_forward, _planes(x), _planes(out), _planes(argmax), _pool_params(p),
                                 _threads(x.shape[0] * x.shape[1]))
     return out, argmax
 
@@ -201,7 +258,7 @@ def max_pool2d_backward(dout, x, argmax, p):
     if isinstance(argmax, Delegated):
         return _registry.get_module(argmax.backend).max_pool2d_backward(dout, x, argmax.ctx, p)
     dx = np.empty_like(x)
-    _cy_pool.max_pool2d_backward(_planes(dout), _planes(argmax), _planes(dx),
+    _run(_cy_pool.max_pool2d_backward, _planes(dout), _planes(argmax), _planes(dx),
                                  _threads(x.shape[0] * x.shape[1]))
     return dx
 
@@ -210,7 +267,7 @@ def avg_pool2d_forward(x, p):
     if x.shape[2] * x.shape[3] > _INT32_MAX:
         return _delegate_pool("avg_pool2d_forward", x, p)
     out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
-    _cy_pool.avg_pool2d_forward(_planes(x), _planes(out), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
+    _run(_cy_pool.avg_pool2d_forward, _planes(x), _planes(out), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
     return out, None
 
 
@@ -218,5 +275,5 @@ def avg_pool2d_backward(dout, x, ctx, p):
     if isinstance(ctx, Delegated):
         return _registry.get_module(ctx.backend).avg_pool2d_backward(dout, x, ctx.ctx, p)
     dx = np.empty_like(x)
-    _cy_pool.avg_pool2d_backward(_planes(dout), _planes(dx), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
+    _run(_cy_pool.avg_pool2d_backward, _planes(dout), _planes(dx), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
     return dx

@@ -1,0 +1,203 @@
+"""The cython backend: read-only inputs, tiling and chunking, determinism, threads, fork, build facts."""
+import multiprocessing
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _registry
+from fastconv.testing import CONV_SMALL, POOL_SMALL, assert_close, conv_inputs, pool_inputs
+
+pytestmark = pytest.mark.skipif("cython" not in fastconv.available_backends(),
+                                reason="cython extension not built")
+
+
+@pytest.fixture
+def threads():
+    """Restore the thread setting a test changes."""
+    before = fastconv.get_num_threads()
+    yield fastconv.set_num_threads
+    fastconv.set_num_threads(before)
+
+
+def conv_all(case, x, w, b, dout, backend):
+    out, cache = fastconv.conv2d_forward(x, w, b, case.stride, case.padding, case.dilation,
+                                         case.groups, backend=backend)
+    return (out, *fastconv.conv2d_backward(dout, cache))
+
+
+def pool_all(op, case, x, dout, backend):
+    out, cache = getattr(fastconv, op + "_forward")(x, case.kernel_size, case.stride, case.padding,
+                                                    backend=backend)
+    return out, getattr(fastconv, op + "_backward")(dout, cache)
+
+
+def pool_any(op, x, backend, case=POOL_SMALL[1]):
+    """Forward + backward of a pooling op on any x, with a fixed gradient of the output's shape."""
+    out, cache = getattr(fastconv, op + "_forward")(x, case.kernel_size, case.stride, case.padding,
+                                                    backend=backend)
+    dout = np.linspace(-1, 1, out.size, dtype=x.dtype).reshape(out.shape)
+    return out, getattr(fastconv, op + "_backward")(dout, cache)
+
+
+def assert_all_close(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
+        if e is None:
+            assert a is None
+        else:
+            assert a.dtype == e.dtype
+            assert_close(a, e)
+
+
+@pytest.mark.parametrize("case", CONV_SMALL, ids=lambda c: c.name)
+def test_conv_read_only_inputs_match_naive(case, dtype):
+    x, w, b, dout = conv_inputs(case, dtype)
+    for a in (x, w, b, dout):
+        a.flags.writeable = False
+    assert_all_close(conv_all(case, x, w, b, dout, "cython"), conv_all(case, x, w, b, dout, "naive"))
+
+
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("case", POOL_SMALL, ids=lambda c: c.name)
+def test_pool_read_only_inputs_match_naive(op, case, dtype):
+    x, dout = pool_inputs(case, dtype)
+    x.flags.writeable = dout.flags.writeable = False
+    assert_all_close(pool_all(op, case, x, dout, "cython"), pool_all(op, case, x, dout, "naive"))
+
+
+@pytest.mark.parametrize("case", POOL_SMALL, ids=lambda c: c.name)
+def test_max_pool_ties_and_nan_route_exactly_like_naive(case):
+    x, dout = pool_inputs(case)
+    x[:, :, ::2, :] = 1.0  # runs of equal maxima: the first in row-major order must win
+    x[0, 0, 3, 3] = x[1, 2, 0, 1] = x[1, 2, 0, 0] = np.nan
+    x[2, 1] = -np.inf
+    got, want = pool_all("max_pool2d", case, x, dout, "cython"), pool_all("max_pool2d", case, x, dout, "naive")
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_tiles_and_chunks_within_a_small_workspace(monkeypatch, dtype):
+    """Many row tiles per sample and many backward chunks still give naive's answer, in bounds."""
+    from fastconv.backends import _workspace
+    from fastconv.backends import cython as cy
+    limit = 64 * 1024
+    monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", limit)
+    monkeypatch.setattr(cy, "COL_TILE_BYTES", 1000)
+    _workspace.release()
+    for case in CONV_SMALL:
+        x, w, b, dout = conv_inputs(case, dtype)
+        assert_all_close(conv_all(case, x, w, b, dout, "cython"), conv_all(case, x, w, b, dout, "naive"))
+    used = sum(buf.nbytes for slot, buf in _workspace._local.buffers.items() if slot.startswith("cython."))
+    assert used <= limit
+
+
+def test_backward_is_bitwise_deterministic(threads):
+    threads(2)
+    case = CONV_SMALL[1]
+    x, w, b, dout = conv_inputs(case, np.float32)
+    first = conv_all(case, x, w, b, dout, "cython")
+    for _ in range(3):
+        again = conv_all(case, x, w, b, dout, "cython")
+        for a, e in zip(again, first):
+            np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("case", CONV_SMALL, ids=lambda c: c.name)
+def test_one_and_two_threads_agree(case, dtype, threads):
+    x, w, b, dout = conv_inputs(case, dtype)
+    threads(1)
+    serial = conv_all(case, x, w, b, dout, "cython") + pool_any("max_pool2d", x, "cython")
+    threads(2)
+    parallel = conv_all(case, x, w, b, dout, "cython") + pool_any("max_pool2d", x, "cython")
+    assert_all_close(parallel, serial)
+
+
+def test_concurrent_python_threads_match_serial_calls():
+    inputs = [conv_inputs(case, dtype, seed=seed) + (case,)
+              for seed, (case, dtype) in enumerate([(c, d) for c in CONV_SMALL for d in (np.float32, np.float64)])]
+
+    def work(item):
+        x, w, b, dout, case = item
+        return conv_all(case, x, w, b, dout, "cython") + pool_any("max_pool2d", x, "cython")
+
+    expected = [work(item) for item in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(work, inputs * 3))
+    for result, want in zip(got, expected * 3):
+        for a, e in zip(result, want):
+            np.testing.assert_array_equal(a, e)
+
+
+def _child_computes(queue):
+    case = CONV_SMALL[0]
+    x, w, b, dout = conv_inputs(case)
+    out = conv_all(case, x, w, b, dout, "cython")
+    queue.put([a.tolist() for a in out + pool_any("max_pool2d", x, "cython")])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method with GNU OpenMP")
+def test_fork_child_after_openmp_call_computes_and_does_not_hang(threads):
+    threads(2)
+    case = CONV_SMALL[0]
+    x, w, b, dout = conv_inputs(case)
+    expected = conv_all(case, x, w, b, dout, "cython")  # the parent's OpenMP pool now exists
+    expected += pool_any("max_pool2d", x, "cython")
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_computes, args=(queue,))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    for a, e in zip(got, expected):
+        np.testing.assert_array_equal(np.asarray(a), e)
+
+
+def test_build_info_reports_openmp_and_flags():
+    from fastconv import info
+    from fastconv.backends import cython as cy
+    facts = cy.build_info()
+    assert isinstance(facts["openmp"], bool) and isinstance(facts["native"], bool)
+    assert facts["threads"] == fastconv.get_num_threads()
+    assert info.collect()["cython_build"]["openmp"] == facts["openmp"]
+
+
+def test_sizes_beyond_int32_indexing_are_delegated(monkeypatch):
+    from fastconv.backends import cython as cy
+    monkeypatch.setattr(cy, "_INT32_MAX", 10)
+    case = CONV_SMALL[0]
+    x, w, b, dout = conv_inputs(case)
+    _, cache = fastconv.conv2d_forward(x, w, b, case.stride, case.padding, backend="cython")
+    assert isinstance(cache.ctx, cy.Delegated) and cache.ctx.backend != "cython"
+    assert_all_close(conv_all(case, x, w, b, dout, "cython"), conv_all(case, x, w, b, dout, "naive"))
+    for op in ("max_pool2d", "avg_pool2d"):
+        assert_all_close(pool_any(op, x, "cython"), pool_any(op, x, "naive"))
+
+
+def test_malformed_input_is_rejected_before_compiled_code():
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="channel|group|C"):
+        fastconv.conv2d_forward(x, np.zeros((4, 2, 3, 3), np.float32), backend="cython")
+    with pytest.raises(TypeError):
+        fastconv.max_pool2d_forward(x.astype(np.int32), 2, backend="cython")
+
+
+def test_missing_extension_leaves_backend_out_with_build_hint(monkeypatch):
+    # Simulate an unbuilt checkout: the compiled module cannot be imported.
+    import fastconv.backends
+    monkeypatch.setitem(sys.modules, "fastconv.backends._cy_conv", None)
+    monkeypatch.delattr(fastconv.backends, "_cy_conv")
+    monkeypatch.delitem(sys.modules, "fastconv.backends.cython")
+    monkeypatch.setattr(_registry, "_loaded", {k: v for k, v in _registry._loaded.items() if k != "cython"})
+    monkeypatch.setattr(_registry, "_failed", {})
+    assert "cython" not in fastconv.available_backends()
+    with pytest.raises(fastconv.BackendUnavailableError, match="pip install"):
+        fastconv.conv2d_forward(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)), backend="cython")
+    out, cache = fastconv.conv2d_forward(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)))
+    assert cache.backend != "cython" and np.all(out == 4)
