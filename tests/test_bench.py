@@ -106,7 +106,7 @@ def test_compare_passes_when_the_baseline_was_slower(quick_run, tmp_path, capsys
 
 
 def test_compare_reports_rows_missing_on_either_side(quick_run, tmp_path, capsys):
-    doc = rescaled(quick_run[2], 10.0)
+    doc = rescaled(quick_run[2], 100.0)  # multi-threaded rows swing widely on a busy machine
     doc["results"] = [r for r in doc["results"] if r["backend"] != "naive"]
     doc["results"].append(dict(doc["results"][0], case="res-c128", op="conv_fwd_bwd"))
     baseline = write(tmp_path, "partial.json", doc)
