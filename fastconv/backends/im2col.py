@@ -7,8 +7,8 @@ layout directly. With a bias, cols get a row of ones and the weights a bias colu
 same product adds the bias and, in backward, the dw product also yields db.
 Pooling walks the KH*KW kernel offsets with whole-plane ufuncs (measured ~8x faster here than
 a reshape's max/sum over the two window axes); max-pool keeps each window's winner as a small
-int. Non-overlapping unpadded windows take a reshape fast path where it pays: avg backward is
-one broadcast divide into the tiled dx, and max backward assigns instead of accumulating.
+int. Non-overlapping unpadded windows take a reshape fast path where it pays (avg backward is
+one broadcast divide into the tiled dx); non-overlapping max-pool backward assigns, not adds.
 """
 from __future__ import annotations
 

@@ -1,0 +1,89 @@
+"""What only the im2col backend has: batch chunking, kernel-offset spans, workspace safety, no np.add.at."""
+import itertools
+import pathlib
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.backends import _strided, _workspace, im2col
+from fastconv.testing import (CONV_GRID, POOL_GRID, assert_close, config_conv_inputs, config_pool_inputs,
+                              conv2d_results, pool2d_results)
+
+pytestmark = pytest.mark.skipif("im2col" not in fastconv.available_backends(), reason="im2col unavailable")
+
+
+@pytest.fixture
+def chunks_of_two(monkeypatch):
+    """Walk every batch in chunks of 2, so a batch of 5 ends with a partial chunk."""
+    monkeypatch.setattr(_strided, "batch_chunk", lambda n, bytes_per_sample, limit=None: min(n, 2))
+
+
+@pytest.mark.parametrize("cfg", [c for c in CONV_GRID if c.name in ("everything", "depthwise", "no-bias")],
+                         ids=lambda c: c.name)
+def test_conv_chunks_match_naive(chunks_of_two, cfg):
+    x, w, b, _ = config_conv_inputs(cfg._replace(x_shape=(5, *cfg.x_shape[1:])))
+    dout = np.random.default_rng(1).standard_normal(cfg._replace(x_shape=x.shape).out_shape())
+    expected = conv2d_results(x, w, b, dout, "naive", **cfg.kwargs())
+    actual = conv2d_results(x, w, b, dout, "im2col", **cfg.kwargs())
+    for got, want in zip(actual, expected):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert_close(got, want)
+
+
+@pytest.mark.parametrize("op", ("max_pool2d", "avg_pool2d"))
+def test_pool_chunks_match_naive(chunks_of_two, op):
+    cfg = POOL_GRID[1]._replace(x_shape=(5, 2, 9, 7))  # k3 s2 p1: overlapping, padded
+    x, dout = config_pool_inputs(cfg)
+    x[0, 0, 1, :3] = np.nan
+    for got, want in zip(pool2d_results(op, x, dout, "im2col", **cfg.kwargs()),
+                         pool2d_results(op, x, dout, "naive", **cfg.kwargs())):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("size, out_size, offset, stride, pad", [
+    (7, 3, 0, 3, 1), (7, 3, 2, 3, 1), (5, 9, 4, 1, 4), (4, 2, 3, 3, 0), (3, 7, 0, 1, 4), (2, 1, 3, 1, 1)])
+def test_axis_span_is_the_in_bounds_cells(size, out_size, offset, stride, pad):
+    rows_out, rows_in = _strided._axis_span(size, out_size, offset, stride, pad)
+    inputs = [o * stride - pad + offset for o in range(out_size)]
+    in_bounds = [o for o, i in enumerate(inputs) if 0 <= i < size]
+    assert list(range(out_size))[rows_out] == in_bounds
+    assert list(range(size))[rows_in] == [inputs[o] for o in in_bounds]
+
+
+def test_outside_and_span_tile_the_plane():
+    for rows, cols in itertools.product([slice(0, 0), slice(0, 4), slice(1, 3)], [slice(2, 5), slice(0, 5)]):
+        plane = np.zeros((4, 5), int)
+        plane[rows, cols] += 1
+        for r, c in _strided.outside((4, 5), (rows, cols)):
+            plane[r, c] += 1
+        assert (plane == 1).all()
+
+
+def test_results_are_not_workspace_views():
+    cfg = CONV_GRID[0]
+    x, w, b, dout = config_conv_inputs(cfg)
+    out, cache = fastconv.conv2d_forward(x, w, b, **cfg.kwargs(), backend="im2col")
+    grads = fastconv.conv2d_backward(dout, cache)
+    kept = [a.copy() for a in (out, *grads)]
+    x2, w2, b2, dout2 = config_conv_inputs(cfg._replace(x_shape=(4, 3, 9, 9)), seed=3)
+    fastconv.conv2d_backward(dout2, fastconv.conv2d_forward(x2, w2, b2, **cfg.kwargs(), backend="im2col")[1])
+    for a, before in zip((out, *grads), kept):
+        assert not any(np.shares_memory(a, buf) for buf in _workspace._local.buffers.values())
+        np.testing.assert_array_equal(a, before)
+
+
+def test_max_pool_ctx_is_compact():
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    _, cache = fastconv.max_pool2d_forward(x, 3, 1, 1, backend="im2col")
+    assert cache.ctx.dtype == np.uint8
+
+
+def test_chunking_is_exercised(chunks_of_two):
+    assert [s.stop for s in _strided.batches(5, 1)] == [2, 4, 5]
+
+
+def test_no_add_at():
+    for module in (im2col, _strided):
+        assert "add.at" not in pathlib.Path(module.__file__).read_text()
