@@ -82,6 +82,7 @@ def _import_kernels():
 
 
 _cy_conv, _cy_pool, _PASSIVE_WAIT_SET_HERE = _import_kernels()
+_OPENMP = _cy_conv.compiled_with()["openmp"]
 
 # A column tile this size stays near the core's L2 cache while giving GEMM wide enough panels.
 COL_TILE_BYTES = 1 << 20
@@ -132,6 +133,9 @@ def build_info() -> dict:
 
 
 def _threads(work_items: int) -> int:
+    """OpenMP team size for a call: capped by the work; 1 in a serial build, leaving BLAS its threads."""
+    if not _OPENMP:
+        return 1
     return max(1, min(get_num_threads(), work_items))
 
 
