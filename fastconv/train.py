@@ -8,20 +8,26 @@ import time
 
 import numpy as np
 
-MODELS = ("convnet", "fc")
+MODELS = ("cnn", "convnet", "fc")
 
 
 def configure(parser) -> None:
-    parser.add_argument("--model", choices=MODELS, default="convnet",
-                        help="convnet: conv3x3(16)-relu-pool-fc(64)-relu-fc(10); fc: two hidden layers "
-                             "(128, 64) with batchnorm (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=10, help="number of epochs (default: %(default)s)")
+    parser.add_argument("--model", choices=MODELS, default="cnn",
+                        help="cnn: [conv3x3-batchnorm-relu] x 2 (8, 16 channels)-maxpool-fc(64)-relu-fc(10), "
+                             "module API; convnet: nn.models.ThreeLayerConvNet (16 filters 3x3, hidden 64); "
+                             "fc: nn.models.FullyConnectedNet (128, 64) with batchnorm (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=8, help="number of epochs (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--lr-decay", type=float, default=0.9,
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--lr-decay", type=float, default=0.8,
                         help="learning-rate factor applied after each epoch (default: %(default)s)")
     parser.add_argument("--backend", default=None,
                         help="fastconv backend for conv and pool (default: the process default, 'auto')")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for the kernels and BLAS (default: %(default)s; this net's tensors are so "
+                             "small that handing work to more threads costs more than it saves)")
+    parser.add_argument("--train-samples", type=int, default=None, metavar="N",
+                        help="train on the first N training images only (quick runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, the init and the minibatch order")
     parser.add_argument("--checkpoint", metavar="PATH", default=None,
                         help="save a checkpoint (.npz) to PATH after every epoch")
@@ -42,8 +48,18 @@ def _seeded_global_rng(seed: int):
 
 
 def build_model(name: str, seed: int):
-    from nn.models import FullyConnectedNet, ThreeLayerConvNet
+    """The model ``--model name`` asks for, initialized from ``seed``."""
+    import nn
+    from nn.models import FullyConnectedNet, ModuleClassifier, ThreeLayerConvNet
 
+    if name == "cnn":
+        rng = np.random.default_rng(seed)
+        return ModuleClassifier(nn.Sequential(
+            # no conv bias: the batchnorm right after it has its own shift
+            nn.Conv2d(1, 8, 3, padding=1, bias=False, rng=rng), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1, bias=False, rng=rng), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 64, rng=rng), nn.ReLU(),
+            nn.Linear(64, 10, rng=rng)))
     with _seeded_global_rng(seed):
         if name == "convnet":
             return ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=16, filter_size=3, hidden_dim=64,
@@ -96,19 +112,24 @@ def run(args) -> int:
     from nn.data import load_digits
     from nn.solver import Solver
 
-    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or not args.lr_decay > 0:
-        return _error("--epochs and --batch-size must be >= 1, --lr and --lr-decay > 0")
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or not args.lr_decay > 0 \
+            or args.threads < 1 or (args.train_samples is not None and args.train_samples < 1):
+        return _error("--epochs, --batch-size, --threads and --train-samples must be >= 1, --lr and --lr-decay > 0")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         return _error("--plot needs matplotlib, which is not installed: pip install 'fastconv[plot]'")
     if args.resume and args.checkpoint is None:
         return _error("--resume needs --checkpoint PATH")
     with contextlib.ExitStack() as scope:
+        scope.callback(fastconv.set_num_threads, fastconv.get_num_threads())
+        fastconv.set_num_threads(args.threads)
         if args.backend is not None:
             try:
                 scope.enter_context(fastconv.use_backend(args.backend))
             except (ValueError, TypeError, ImportError) as exc:
                 return _error(str(exc))
         data = load_digits(seed=args.seed)
+        if args.train_samples is not None:
+            data["X_train"], data["y_train"] = data["X_train"][:args.train_samples], data["y_train"][:args.train_samples]
         solver = Solver(build_model(args.model, args.seed), data, update_rule="adam",
                         optim_config={"learning_rate": args.lr}, lr_decay=args.lr_decay, batch_size=args.batch_size,
                         num_epochs=args.epochs, verbose=False, seed=args.seed, progress=ProgressBar(args.epochs),
