@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -37,10 +38,10 @@ def write(tmp_path, name: str, content) -> str:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One `fastconv bench --quick` on a tiny case with every usable backend: (exit, stdout, JSON doc, plot path)."""
+    """One `fastconv bench --quick` on a tiny case with every usable backend, and what it printed and wrote."""
     out_dir = tmp_path_factory.mktemp("bench")
     json_path, plot_path = out_dir / "run.json", out_dir / "run.png"
-    argv = ["--quick", *TINY, *FAST, "--json", str(json_path)]
+    argv = ["--quick", *TINY, *FAST, "--json", str(json_path), "--markdown", str(out_dir / "run.md")]
     try:
         import matplotlib  # noqa: F401
         argv += ["--plot", str(plot_path)]
@@ -49,11 +50,12 @@ def quick_run(tmp_path_factory):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         status = bench(*argv)
-    return status, stdout.getvalue(), json.loads(json_path.read_text()), plot_path
+    return SimpleNamespace(status=status, stdout=stdout.getvalue(), doc=json.loads(json_path.read_text()),
+                           plot=plot_path, markdown=(out_dir / "run.md").read_text())
 
 
 def test_quick_run_succeeds_and_prints_one_row_per_backend(quick_run):
-    status, stdout, _, _ = quick_run
+    status, stdout = quick_run.status, quick_run.stdout
     assert status == 0
     assert "small-pool2 · maxpool_fwd_bwd · float32" in stdout
     assert "median ms" in stdout and "GFLOP/s" in stdout and "vs naive" in stdout and "max abs err" in stdout
@@ -62,7 +64,7 @@ def test_quick_run_succeeds_and_prints_one_row_per_backend(quick_run):
 
 
 def test_json_has_machine_facts_and_one_checked_record_per_row(quick_run):
-    _, _, doc, _ = quick_run
+    doc = quick_run.doc
     assert doc["schema"] == "fastconv-bench/1"
     for fact in ("cpu", "cores", "numpy", "blas", "threads", "available_backends", "fastconv", "python"):
         assert fact in doc["machine"]
@@ -81,8 +83,15 @@ def test_json_has_machine_facts_and_one_checked_record_per_row(quick_run):
             assert record["speedup_vs_torch"] > 0
 
 
+def test_markdown_table_has_a_column_per_backend(quick_run):
+    markdown = quick_run.markdown
+    assert "**maxpool_fwd_bwd** — median ms (speedup vs torch)" in markdown
+    assert "| case | dtype | " + " | ".join(TINY_BACKENDS) + " |" in markdown
+    assert "| small-pool2 | float32 | " in markdown
+
+
 def test_plot_file_is_a_png(quick_run):
-    plot_path = quick_run[3]
+    plot_path = quick_run.plot
     if plot_path is None:
         pytest.skip("matplotlib is not installed")
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -90,7 +99,7 @@ def test_plot_file_is_a_png(quick_run):
 
 def test_compare_fails_when_the_baseline_was_much_faster(quick_run, tmp_path, capsys):
     # Times divided by 10 (not 2) so a noisy machine cannot make this run look as fast as that.
-    baseline = write(tmp_path, "fast.json", rescaled(quick_run[2], 0.1))
+    baseline = write(tmp_path, "fast.json", rescaled(quick_run.doc, 0.1))
     assert bench(*TINY, *FAST, "--backend", "naive", "--compare", baseline) == 1
     out = capsys.readouterr()
     assert "SLOWER" in out.out and "REGRESSION: 1 of 1 row(s)" in out.out
@@ -98,7 +107,7 @@ def test_compare_fails_when_the_baseline_was_much_faster(quick_run, tmp_path, ca
 
 
 def test_compare_passes_when_the_baseline_was_slower(quick_run, tmp_path, capsys):
-    baseline = write(tmp_path, "slow.json", rescaled(quick_run[2], 10.0))
+    baseline = write(tmp_path, "slow.json", rescaled(quick_run.doc, 10.0))
     assert bench(*TINY, *FAST, "--backend", "naive", "--compare", baseline) == 0
     out = capsys.readouterr()
     assert "OK: no row slower than 15 % over the baseline (1 compared)" in out.out
@@ -106,7 +115,7 @@ def test_compare_passes_when_the_baseline_was_slower(quick_run, tmp_path, capsys
 
 
 def test_compare_reports_rows_missing_on_either_side(quick_run, tmp_path, capsys):
-    doc = rescaled(quick_run[2], 100.0)  # multi-threaded rows swing widely on a busy machine
+    doc = rescaled(quick_run.doc, 100.0)  # multi-threaded rows swing widely on a busy machine
     doc["results"] = [r for r in doc["results"] if r["backend"] != "naive"]
     doc["results"].append(dict(doc["results"][0], case="res-c128", op="conv_fwd_bwd"))
     baseline = write(tmp_path, "partial.json", doc)

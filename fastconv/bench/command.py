@@ -39,6 +39,7 @@ def configure(parser) -> None:
                         help="fail --compare on the first measurement (default: re-time a slower row "
                              "and keep the better median)")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of speedups per case and backend")
+    parser.add_argument("--markdown", metavar="FILE.md", help="write the results as Markdown tables (for a README)")
     parser.add_argument("--list", action="store_true", help="list the selected workloads and backends, then exit")
 
 
@@ -114,6 +115,10 @@ def run(args) -> int:
         report.write_json(args.json, report.document(
             machine, settings_doc, records, comparison.as_dict() if comparison else None))
         print(f"\nWrote {args.json}", file=sys.stderr)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(report.format_markdown(records))
+        print(f"Wrote {args.markdown}", file=sys.stderr)
     if args.plot:
         try:
             peer = plot.write_plot(records, args.plot)

@@ -96,6 +96,32 @@ def format_report(records: list[dict]) -> str:
     return "\n\n".join(parts + [summary for summary in summaries if summary])
 
 
+def format_markdown(records: list[dict]) -> str:
+    """Tables for a README: per op, one row per case and dtype, median ms (speedup vs torch) per backend."""
+    sections = []
+    for op in dict.fromkeys(r["op"] for r in records):
+        rows = [r for r in records if r["op"] == op]
+        backends = list(dict.fromkeys(r["backend"] for r in rows))
+        lines = [f"**{op}** — median ms (speedup vs torch)", "",
+                 "| case | dtype | " + " | ".join(backends) + " |", "|---|---|" + "---:|" * len(backends)]
+        for group in by_workload(rows):
+            cells = {r["backend"]: r for r in group}
+            lines.append(f"| {group[0]['case']} | {group[0]['dtype']} | " + " | ".join(
+                _markdown_cell(cells.get(name)) for name in backends) + " |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
+
+
+def _markdown_cell(record) -> str:
+    if record is None or not record["median_s"]:
+        return "-"
+    ms = record["median_s"] * 1e3
+    cell = f"{ms:,.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+    if record["speedup_vs_torch"] and record["backend"] != wl.TORCH:
+        cell += f" ({_speedup(record['speedup_vs_torch'])})"
+    return cell
+
+
 def document(machine: dict, settings: dict, records: list[dict], comparison: dict | None = None) -> dict:
     """The --json document: machine facts (``fastconv info``), run settings, one record per row."""
     doc = {"schema": SCHEMA, "machine": machine, "settings": settings, "results": records}
