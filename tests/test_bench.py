@@ -3,6 +3,9 @@ import contextlib
 import io
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -95,6 +98,12 @@ def test_plot_file_is_a_png(quick_run):
     if plot_path is None:
         pytest.skip("matplotlib is not installed")
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert bench(*TINY, "--plot", str(tmp_path / "p.png")) == 2
+    assert "--plot needs matplotlib: pip install 'fastconv[plot]'" in capsys.readouterr().err
 
 
 def test_compare_fails_when_the_baseline_was_much_faster(quick_run, tmp_path, capsys):
@@ -253,9 +262,6 @@ def test_torch_row_matches_naive(op):
 
 
 def test_pytest_benchmark_suite_checks_and_runs(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
     root = Path(fastconv.__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
