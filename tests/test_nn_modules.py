@@ -50,6 +50,12 @@ def test_dropout_gradient_and_modes():
     out = drop(x)
     assert 0.5 < (out != 0).mean() < 0.7
     np.testing.assert_allclose(drop.backward(np.ones_like(x)), (out != 0) / 0.6)
+    # numerically: a fresh module with the same rng draws the same first mask
+    small, dout = x[:3, :4].copy(), np.random.default_rng(1).standard_normal((3, 4))
+    drop = nn.Dropout(0.4, rng=5)
+    drop(small)
+    numeric = eval_numerical_gradient_array(lambda v: nn.Dropout(0.4, rng=5)(v), small, dout)
+    assert rel_error(drop.backward(dout), numeric) <= TOL
     assert drop.eval()(x) is x
     np.testing.assert_array_equal(drop.backward(x), x)
     with pytest.raises(ValueError, match="drop probability"):
