@@ -18,33 +18,59 @@ cdef Window _window(Py_ssize_t* x_shape, Py_ssize_t* out_shape, tuple params):
     return g
 
 
+cdef inline void _valid_columns(const Window* g, int j, int* off, int* lo, int* hi) noexcept nogil:
+    # Output columns ow whose kernel column j lands inside the row: input column ow*sw + off.
+    off[0] = j - g.pw
+    lo[0] = 0 if off[0] >= 0 else (-off[0] + g.sw - 1) // g.sw
+    hi[0] = 0 if g.W - 1 - off[0] < 0 else min(g.OW, (g.W - 1 - off[0]) // g.sw + 1)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
 cdef inline bint _takes_over(floating value, floating best) noexcept nogil:
     # PyTorch's rule: a strictly larger value or any NaN replaces the current winner, so ties
     # keep the first maximum in row-major order and a NaN propagates.
-    return value > best or value != value
+    return (value > best) | (value != value)  # bitwise: no short-circuit branch
+
+
+cdef inline void _visit(floating value, int index, floating* best, int* best_index) noexcept nogil:
+    # Selects instead of branches: on real data the comparison is unpredictable.
+    cdef bint take = _takes_over(value, best[0])
+    best[0] = value if take else best[0]
+    best_index[0] = index if take else best_index[0]
 
 
 cdef void _max_plane(const Window* g, const floating* x, floating* out, int* argmax) noexcept nogil:
-    cdef int oh, ow, r, c, r0, r1, c0, c1, h0, w0, best_index
-    cdef floating best, value
+    # One output row at a time, visiting window cells in row-major order (r, then kernel
+    # column j) for all output columns at once: each column's sequence of visits is its own
+    # window's scan, and the loop over output columns has no dependence, so it vectorizes.
+    cdef int oh, ow, r, j, r0, r1, h0, off, lo, hi, index
+    cdef bint take
+    cdef floating value
+    cdef floating* best
+    cdef int* best_index
+    cdef const floating* row
     for oh in range(g.OH):
         h0 = oh * g.sh - g.ph
         r0 = max(h0, 0)
         r1 = min(h0 + g.kh, g.H)
+        best = out + oh * g.OW
+        best_index = argmax + oh * g.OW
         for ow in range(g.OW):
-            w0 = ow * g.sw - g.pw
-            c0 = max(w0, 0)
-            c1 = min(w0 + g.kw, g.W)
-            best = -INFINITY  # padding is -inf: it never wins, so only in-bounds cells compete
-            best_index = r0 * g.W + c0
-            for r in range(r0, r1):
-                for c in range(c0, c1):
-                    value = x[r * g.W + c]
-                    if _takes_over(value, best):
-                        best = value
-                        best_index = r * g.W + c
-            out[oh * g.OW + ow] = best
-            argmax[oh * g.OW + ow] = best_index
+            best[ow] = -INFINITY  # padding is -inf: it never wins, so only in-bounds cells compete
+            best_index[ow] = r0 * g.W + max(ow * g.sw - g.pw, 0)
+        for r in range(r0, r1):
+            row = x + r * g.W
+            for j in range(g.kw):
+                _valid_columns(g, j, &off, &lo, &hi)
+                for ow in range(lo, hi):
+                    value = row[ow * g.sw + off]
+                    index = r * g.W + ow * g.sw + off
+                    # Unconditional stores of a select: the compiler may not invent stores inside an
+                    # `if`, and without them this loop neither vectorizes nor avoids mispredictions.
+                    take = _takes_over(value, best[ow])
+                    best_index[ow] = index if take else best_index[ow]
+                    best[ow] = value if take else best[ow]
 
 
 cdef void _max_plane_2x2(const Window* g, const floating* x, floating* out, int* argmax) noexcept nogil:
@@ -56,17 +82,10 @@ cdef void _max_plane_2x2(const Window* g, const floating* x, floating* out, int*
             top = 2 * oh * g.W + 2 * ow
             best = -INFINITY
             best_index = top
-            if _takes_over(x[top], best):
-                best = x[top]
-            if _takes_over(x[top + 1], best):
-                best = x[top + 1]
-                best_index = top + 1
-            if _takes_over(x[top + g.W], best):
-                best = x[top + g.W]
-                best_index = top + g.W
-            if _takes_over(x[top + g.W + 1], best):
-                best = x[top + g.W + 1]
-                best_index = top + g.W + 1
+            _visit(x[top], top, &best, &best_index)
+            _visit(x[top + 1], top + 1, &best, &best_index)
+            _visit(x[top + g.W], top + g.W, &best, &best_index)
+            _visit(x[top + g.W + 1], top + g.W + 1, &best, &best_index)
             out[oh * g.OW + ow] = best
             argmax[oh * g.OW + ow] = best_index
 
