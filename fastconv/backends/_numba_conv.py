@@ -21,50 +21,125 @@ def _valid_cols(out_w, in_w, offset, stride):
     return lo, max(lo, hi)
 
 
+# Hot loops run over range(len) of slices: Numba cannot drop its negative-index wraparound
+# check for computed indices like q + offset, and that check alone stops vectorization.
+@jit()
+def _copy(dst, src):
+    for q in range(dst.shape[0]):
+        dst[q] = src[q]
+
+
+@jit()
+def _add(dst, src):
+    for q in range(dst.shape[0]):
+        dst[q] += src[q]
+
+
+@jit()
+def _axpy(dst, alpha, src):
+    for q in range(dst.shape[0]):
+        dst[q] += alpha * src[q]
+
+
+@jit()
+def _multiply_add(dst, a, b):
+    for q in range(dst.shape[0]):
+        dst[q] += a[q] * b[q]
+
+
+@jit()
+def _input_run(image_row, lo, hi, stride, offset):
+    """The input cells read by output columns [lo, hi) (hi > lo) of one kernel offset: a view."""
+    return image_row[lo * stride + offset:(hi - 1) * stride + offset + 1:stride]
+
+
+@jit()
+def _fill(dst, value):
+    for q in range(dst.shape[0]):
+        dst[q] = value
+
+
 @jit()
 def _im2col(x_n, kh, kw, geom, out_h, out_w, cols, col0):
     """cols[(c*kh + i)*kw + j, col0 + oh*out_w + ow] = padded x_n[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]."""
     sh, sw, ph, pw, dh, dw = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     channels, height, width = x_n.shape
     zero = cols.dtype.type(0)
+    # Output rows as wide as image rows, unit strides: the cells of one kernel offset are one
+    # long shifted run of the flat image (far faster than many short row copies), after which
+    # the cells that fell into the side padding are zeroed again.
+    flat_runs = sh == 1 and sw == 1 and out_w == width
     for c in range(channels):
+        plane = x_n[c]
+        flat = plane.reshape(height * width)
         for i in range(kh):
+            off_h = i * dh - ph
+            r_lo, r_hi = _valid_cols(out_h, height, off_h, sh)
             for j in range(kw):
-                row = cols[(c * kh + i) * kw + j]
+                row = cols[(c * kh + i) * kw + j, col0:col0 + out_h * out_w]
                 off_w = j * dw - pw
                 lo, hi = _valid_cols(out_w, width, off_w, sw)
-                for oh in range(out_h):
-                    base = col0 + oh * out_w
-                    ih = oh * sh - ph + i * dh
-                    if ih < 0 or ih >= height:
-                        row[base:base + out_w] = zero
-                        continue
-                    src = x_n[c, ih]
-                    row[base:base + lo] = zero
-                    for q in range(lo, hi):
-                        row[base + q] = src[q * sw + off_w]
-                    row[base + hi:base + out_w] = zero
+                if r_lo == r_hi or lo == hi:
+                    _fill(row, zero)
+                    continue
+                _fill(row[:r_lo * out_w], zero)
+                _fill(row[r_hi * out_w:], zero)
+                if flat_runs:
+                    first, stop = r_lo * out_w + lo, (r_hi - 1) * out_w + hi
+                    shift = off_h * width + off_w
+                    _copy(row[first:stop], flat[first + shift:stop + shift])
+                    for oh in range(r_lo, r_hi):
+                        _fill(row[oh * out_w:oh * out_w + lo], zero)
+                        _fill(row[oh * out_w + hi:(oh + 1) * out_w], zero)
+                    continue
+                for oh in range(r_lo, r_hi):
+                    dst = row[oh * out_w:(oh + 1) * out_w]
+                    src = plane[oh * sh + off_h]
+                    _fill(dst[:lo], zero)
+                    if sw == 1:
+                        _copy(dst[lo:hi], src[lo + off_w:hi + off_w])
+                    else:
+                        _copy(dst[lo:hi], src[lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw])
+                    _fill(dst[hi:], zero)
 
 
 @jit()
 def _col2im_add(cols, col0, kh, kw, geom, out_h, out_w, dx_n):
-    """The adjoint of _im2col: add every column entry back onto the input cell it came from."""
+    """The adjoint of _im2col: add every column entry back onto the input cell it came from.
+
+    Zeroes the entries of ``cols`` that stand for padding (they are discarded anyway).
+    """
     sh, sw, ph, pw, dh, dw = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     channels, height, width = dx_n.shape
+    zero = cols.dtype.type(0)
+    flat_runs = sh == 1 and sw == 1 and out_w == width  # as in _im2col
     for c in range(channels):
+        plane = dx_n[c]
+        flat = plane.reshape(height * width)
         for i in range(kh):
+            off_h = i * dh - ph
+            r_lo, r_hi = _valid_cols(out_h, height, off_h, sh)
             for j in range(kw):
-                row = cols[(c * kh + i) * kw + j]
+                row = cols[(c * kh + i) * kw + j, col0:col0 + out_h * out_w]
                 off_w = j * dw - pw
                 lo, hi = _valid_cols(out_w, width, off_w, sw)
-                for oh in range(out_h):
-                    ih = oh * sh - ph + i * dh
-                    if ih < 0 or ih >= height:
-                        continue
-                    dst = dx_n[c, ih]
-                    base = col0 + oh * out_w
-                    for q in range(lo, hi):
-                        dst[q * sw + off_w] += row[base + q]
+                if r_lo == r_hi or lo == hi:
+                    continue
+                if flat_runs:
+                    for oh in range(r_lo, r_hi):
+                        _fill(row[oh * out_w:oh * out_w + lo], zero)
+                        _fill(row[oh * out_w + hi:(oh + 1) * out_w], zero)
+                    first, stop = r_lo * out_w + lo, (r_hi - 1) * out_w + hi
+                    shift = off_h * width + off_w
+                    _add(flat[first + shift:stop + shift], row[first:stop])
+                    continue
+                for oh in range(r_lo, r_hi):
+                    src = row[oh * out_w + lo:oh * out_w + hi]
+                    dst = plane[oh * sh + off_h]
+                    if sw == 1:
+                        _add(dst[lo + off_w:hi + off_w], src)
+                    else:
+                        _add(dst[lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw], src)
 
 
 @jit()
@@ -74,11 +149,22 @@ def _block(t, n_blocks, start, stop):
     return start + t * total // n_blocks, start + (t + 1) * total // n_blocks
 
 
+@jit()
+def _grouped_gemm(w2, cols, groups, out):
+    """out[group rows] = w2[group rows] @ cols[group rows] for each group."""
+    f_group = w2.shape[0] // groups
+    k_group = w2.shape[1]
+    for g in range(groups):
+        np.dot(w2[g * f_group:(g + 1) * f_group], cols[g * k_group:(g + 1) * k_group],
+               out[g * f_group:(g + 1) * f_group])
+
+
 @jit(parallel=True)
 def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace, n_blocks):
-    """out = conv(x, w) + b, one im2col matrix per sample, one GEMM per sample and group.
+    """out = conv(x, w) + b: block t of the batch im2cols each of its samples into its own
+    (C*KH*KW, OH*OW) slice of the flat ``workspace``, then one GEMM per group writes out[n].
 
-    ``workspace`` is flat with room for n_blocks matrices of (C*KH*KW, OH*OW).
+    A pointwise convolution (1x1, stride 1, no padding) multiplies x[n] itself.
     """
     n_batch, channels = x.shape[0], x.shape[1]
     n_filters, c_group, kh, kw = w.shape
@@ -88,32 +174,34 @@ def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace, n_blocks):
     f_group = n_filters // groups
     k_group = c_group * kh * kw
     k_all = channels * kh * kw
+    pointwise = kh == 1 and kw == 1 and geom[0] == 1 and geom[1] == 1 and geom[2] == 0 and geom[3] == 0
     w2 = w.reshape((n_filters, k_group))
     for t in prange(n_blocks):
         cols = workspace[t * k_all * positions:(t + 1) * k_all * positions].reshape((k_all, positions))
         first, last = _block(t, n_blocks, 0, n_batch)
         for n in range(first, last):
-            _im2col(x[n], kh, kw, geom, out_h, out_w, cols, 0)
             out_n = out[n].reshape((n_filters, positions))
-            for g in range(groups):
-                np.dot(w2[g * f_group:(g + 1) * f_group], cols[g * k_group:(g + 1) * k_group],
-                       out_n[g * f_group:(g + 1) * f_group])
+            if pointwise:
+                _grouped_gemm(w2, x[n].reshape((k_all, positions)), groups, out_n)
+            else:
+                _im2col(x[n], kh, kw, geom, out_h, out_w, cols, 0)
+                _grouped_gemm(w2, cols, groups, out_n)
             if has_bias:
                 for f in range(n_filters):
                     out_n[f] += b[f]
 
 
 @jit(parallel=True)
-def conv_backward_gemm_chunk(x, w, dout, geom, start, stop, n_blocks, dx, dw_parts, db_parts,
-                             cols_space, dout_space, block_cols):
-    """Gradients of samples [start, stop): dx written, dw and db ADDED to block t's partials.
+def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts, cols_space, dout_space):
+    """Gradients by GEMM: dx written, block t's partial dw and db in dw_parts[t], db_parts[t].
 
-    Block t lays its samples side by side: cols (C*KH*KW, S*P) and dout (F, S*P), so each
-    group needs two GEMMs with a long inner dimension: dw_t += dout_t @ cols_t.T and
-    dcols = w.T @ dout_t (written over cols_t once dw is done), then col2im into dx.
-    ``block_cols`` is the column capacity of one block's matrices in the flat workspaces.
+    Block t walks its samples ``step`` at a time, laid side by side as cols (C*KH*KW, S*P)
+    and dout (F, S*P) in its slices of the flat workspaces (``step`` keeps those small enough
+    to stay in cache, yet the GEMMs' inner dimension S*P long). Per group:
+    dw_t += dout_s @ cols_s.T and dcols = w.T @ dout_s (over cols_s once dw is done), then
+    col2im into dx.
     """
-    channels = x.shape[1]
+    n_batch, channels = x.shape[0], x.shape[1]
     n_filters, c_group, kh, kw = w.shape
     groups = geom[6]
     out_h, out_w = dout.shape[2], dout.shape[3]
@@ -122,30 +210,36 @@ def conv_backward_gemm_chunk(x, w, dout, geom, start, stop, n_blocks, dx, dw_par
     k_group = c_group * kh * kw
     k_all = channels * kh * kw
     w2 = w.reshape((n_filters, k_group))
+    cap = step * positions
     for t in prange(n_blocks):
-        first, last = _block(t, n_blocks, start, stop)
-        width = (last - first) * positions
-        if width > 0:
-            cols = cols_space[t * k_all * block_cols:t * k_all * block_cols + k_all * width].reshape((k_all, width))
-            douts = dout_space[t * n_filters * block_cols:
-                               t * n_filters * block_cols + n_filters * width].reshape((n_filters, width))
-            for s in range(last - first):
-                _im2col(x[first + s], kh, kw, geom, out_h, out_w, cols, s * positions)
-                dout_s = dout[first + s].reshape((n_filters, positions))
+        dw_t = dw_parts[t]
+        dw_t[...] = 0
+        db_t = db_parts[t]
+        db_t[...] = 0
+        product = np.empty((f_group, k_group), w.dtype)
+        first, last = _block(t, n_blocks, 0, n_batch)
+        for s0 in range(first, last, step):
+            count = min(step, last - s0)
+            width = count * positions
+            cols = cols_space[t * k_all * cap:t * k_all * cap + k_all * width].reshape((k_all, width))
+            douts = dout_space[t * n_filters * cap:t * n_filters * cap + n_filters * width].reshape((n_filters, width))
+            for s in range(count):
+                _im2col(x[s0 + s], kh, kw, geom, out_h, out_w, cols, s * positions)
+                dout_s = dout[s0 + s].reshape((n_filters, positions))
                 douts[:, s * positions:(s + 1) * positions] = dout_s
                 for f in range(n_filters):
-                    total = db_parts[t, f]
+                    total = db_t[f]
                     for q in range(positions):
                         total += dout_s[f, q]
-                    db_parts[t, f] = total
+                    db_t[f] = total
             for g in range(groups):
-                rows = cols[g * k_group:(g + 1) * k_group]
-                dw_parts[t, g * f_group:(g + 1) * f_group] += np.dot(douts[g * f_group:(g + 1) * f_group], rows.T)
+                np.dot(douts[g * f_group:(g + 1) * f_group], cols[g * k_group:(g + 1) * k_group].T, product)
+                dw_t[g * f_group:(g + 1) * f_group] += product
             for g in range(groups):
                 np.dot(w2[g * f_group:(g + 1) * f_group].T, douts[g * f_group:(g + 1) * f_group],
                        cols[g * k_group:(g + 1) * k_group])
-            for s in range(last - first):
-                dx_n = dx[first + s]
+            for s in range(count):
+                dx_n = dx[s0 + s]
                 dx_n[...] = 0
                 _col2im_add(cols, s * positions, kh, kw, geom, out_h, out_w, dx_n)
 
@@ -174,12 +268,11 @@ def conv_forward_direct(x, w, b, has_bias, geom, out):
                     weight = w[f, c, i, j]
                     off_w = j * dw - pw
                     lo, hi = _valid_cols(out_w, width, off_w, sw)
-                    for oh in range(out_h):
-                        ih = oh * sh - ph + i * dh
-                        if 0 <= ih < height:
-                            src_row, dst_row = src[ih], plane[oh]
-                            for q in range(lo, hi):
-                                dst_row[q] += weight * src_row[q * sw + off_w]
+                    r_lo, r_hi = _valid_cols(out_h, height, i * dh - ph, sh)
+                    if lo == hi:
+                        continue
+                    for oh in range(r_lo, r_hi):
+                        _axpy(plane[oh, lo:hi], weight, _input_run(src[oh * sh - ph + i * dh], lo, hi, sw, off_w))
 
 
 @jit(parallel=True)
@@ -202,12 +295,11 @@ def conv_backward_input_direct(dout, w, geom, dx):
                     weight = w[f, cc, i, j]
                     off_w = j * dw - pw
                     lo, hi = _valid_cols(out_w, width, off_w, sw)
-                    for oh in range(out_h):
-                        ih = oh * sh - ph + i * dh
-                        if 0 <= ih < height:
-                            dst_row, grad_row = plane[ih], grad[oh]
-                            for q in range(lo, hi):
-                                dst_row[q * sw + off_w] += weight * grad_row[q]
+                    r_lo, r_hi = _valid_cols(out_h, height, i * dh - ph, sh)
+                    if lo == hi:
+                        continue
+                    for oh in range(r_lo, r_hi):
+                        _axpy(_input_run(plane[oh * sh - ph + i * dh], lo, hi, sw, off_w), weight, grad[oh, lo:hi])
 
 
 @jit(parallel=True)
@@ -230,20 +322,17 @@ def conv_backward_params_direct(x, dout, geom, dw_out, db_out):
                 for j in range(kw):
                     off_w = j * dw - pw
                     lo, hi = _valid_cols(out_w, width, off_w, sw)
+                    r_lo, r_hi = _valid_cols(out_h, height, i * dh - ph, sh)
                     acc[:] = 0
-                    for n in range(n_batch):
-                        src, grad = x[n, c0 + c], dout[n, f]
-                        for oh in range(out_h):
-                            ih = oh * sh - ph + i * dh
-                            if 0 <= ih < height:
-                                src_row, grad_row = src[ih], grad[oh]
-                                for q in range(lo, hi):
-                                    acc[q] += grad_row[q] * src_row[q * sw + off_w]
+                    if lo < hi:
+                        for n in range(n_batch):
+                            src, grad = x[n, c0 + c], dout[n, f]
+                            for oh in range(r_lo, r_hi):
+                                _multiply_add(acc[lo:hi], grad[oh, lo:hi],
+                                              _input_run(src[oh * sh - ph + i * dh], lo, hi, sw, off_w))
                     dw_out[f, c, i, j] = acc.sum()
         acc[:] = 0
         for n in range(n_batch):
-            grad = dout[n, f]
             for oh in range(out_h):
-                for q in range(out_w):
-                    acc[q] += grad[oh, q]
+                _add(acc, dout[n, f, oh])
         db_out[f] = acc.sum()

@@ -24,10 +24,11 @@ def _pool_geom(p) -> tuple:
     return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w)
 
 
-def uses_direct_loops(x_shape, w_shape, groups) -> bool:
-    """Direct loops when a GEMM per group would be a matrix-vector product (depthwise and kin)."""
-    n_filters, c_group = w_shape[0], w_shape[1]
-    return c_group == 1 or n_filters // groups == 1
+def uses_direct_loops(w_shape, groups) -> bool:
+    """Direct loops when the GEMMs would be skinny (depthwise and kin): few filters per group,
+    or few weights per filter."""
+    n_filters, c_group, kh, kw = w_shape
+    return n_filters // groups < 4 or c_group * kh * kw < 4
 
 
 def conv2d_forward(x, w, b, p):
@@ -35,7 +36,7 @@ def conv2d_forward(x, w, b, p):
     n_batch, channels = x.shape[:2]
     out = np.empty((n_batch, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = np.zeros(0, x.dtype) if b is None else b
-    if uses_direct_loops(x.shape, w.shape, p.groups):
+    if uses_direct_loops(w.shape, p.groups):
         with _numba_runtime.parallel_region():
             _numba_conv.conv_forward_direct(x, w, bias, b is not None, _conv_geom(p), out)
         return out, None
@@ -47,14 +48,15 @@ def conv2d_forward(x, w, b, p):
     return out, None
 
 
-def _backward_chunking(n_batch, bytes_per_sample, threads) -> tuple[int, int]:
-    """(samples per chunk, blocks per chunk): chunks within the workspace limit, split evenly over threads."""
-    chunk = batch_chunk(n_batch, bytes_per_sample)
-    if chunk >= threads:
-        chunk -= chunk % threads  # every block gets the same number of samples
-    else:
-        chunk = min(n_batch, threads)  # one sample per thread even if that exceeds the limit
-    return chunk, min(threads, chunk)
+# A GEMM whose inner dimension is this short loses much of its speed to packing overhead, so
+# backward lays this many output positions side by side (several samples when images are small).
+MIN_GEMM_COLUMNS = 256
+
+
+def backward_step(n_batch, positions, bytes_per_sample, threads) -> int:
+    """Samples per GEMM in conv backward: enough columns, all blocks within the workspace limit."""
+    wanted = -(-MIN_GEMM_COLUMNS // positions)
+    return max(1, min(wanted, batch_chunk(n_batch, threads * bytes_per_sample)))
 
 
 def conv2d_backward(dout, x, w, ctx, p, has_bias):
@@ -63,7 +65,7 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     n_filters = w.shape[0]
     dx = np.empty_like(x)
     geom = _conv_geom(p)
-    if uses_direct_loops(x.shape, w.shape, p.groups):
+    if uses_direct_loops(w.shape, p.groups):
         dw = np.empty_like(w)
         db = np.empty(n_filters, x.dtype)
         with _numba_runtime.parallel_region():
@@ -73,17 +75,16 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
 
     positions = p.out_h * p.out_w
     k_all = channels * w.shape[2] * w.shape[3]
-    chunk, blocks = _backward_chunking(n_batch, (k_all + n_filters) * positions * x.itemsize, threads)
-    block_cols = -(-chunk // blocks) * positions
-    cols_space = scratch("numba.cols", (blocks * k_all * block_cols,), x.dtype)
-    dout_space = scratch("numba.dout", (blocks * n_filters * block_cols,), x.dtype)
-    # Per-block partial sums, reduced in block order at the end: deterministic for a thread count.
-    dw_parts = np.zeros((blocks, n_filters, w[0].size), x.dtype)
-    db_parts = np.zeros((blocks, n_filters), x.dtype)
+    blocks = min(threads, n_batch)
+    step = backward_step(n_batch, positions, (k_all + n_filters) * positions * x.itemsize, blocks)
+    cols_space = scratch("numba.cols", (blocks * k_all * step * positions,), x.dtype)
+    dout_space = scratch("numba.dout", (blocks * n_filters * step * positions,), x.dtype)
+    # Per-block partial sums, reduced in block order: deterministic for a given thread count.
+    dw_parts = scratch("numba.dw", (blocks, n_filters, w[0].size), x.dtype)
+    db_parts = scratch("numba.db", (blocks, n_filters), x.dtype)
     with inner_blas_single_threaded(), _numba_runtime.parallel_region():
-        for start in range(0, n_batch, chunk):
-            _numba_conv.conv_backward_gemm_chunk(x, w, dout, geom, start, min(n_batch, start + chunk), blocks,
-                                                 dx, dw_parts, db_parts, cols_space, dout_space, block_cols)
+        _numba_conv.conv_backward_gemm(x, w, dout, geom, blocks, step, dx, dw_parts, db_parts,
+                                       cols_space, dout_space)
     dw = dw_parts.sum(axis=0).reshape(w.shape)
     return dx, dw, db_parts.sum(axis=0) if has_bias else None
 
