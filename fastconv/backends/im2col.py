@@ -30,10 +30,12 @@ def _conv_offsets(in_hw, w_shape, p):
 
 
 def _im2col(x, w_shape, p, ones_row: bool) -> np.ndarray:
-    """Workspace view (n, G, K [+1 row of ones], OH*OW) of x's windows, padding as zeros."""
+    """Columns (n, G, K [+1 row of ones], OH*OW) of x's windows, padding as zeros: a workspace view."""
     n, _, h, width = x.shape
     _, c_group, kh, kw = w_shape
     g, k = p.groups, c_group * kh * kw
+    if (kh, kw, p.stride_h, p.stride_w, p.pad_h, p.pad_w, ones_row) == (1, 1, 1, 1, 0, 0, False):
+        return x.reshape(n, g, k, h * width)  # a pointwise conv's columns are the image itself
     cols = scratch("im2col.cols", (n, g, k + ones_row, p.out_h * p.out_w), x.dtype)
     planes = cols[:, :, :k].reshape(n, g, c_group, kh, kw, p.out_h, p.out_w)
     images = x.reshape(n, g, c_group, h, width)
@@ -60,7 +62,7 @@ def _col2im_add(dcols, dx, w_shape, p) -> None:
 
 def _conv_batches(x, w, p, ones_row: bool, grad_rows: int = 0):
     """Batch slices whose workspaces (cols, plus per-sample dw partials) fit the limit."""
-    f, c_group, kh, kw = w.shape
+    _, c_group, kh, kw = w.shape
     k = c_group * kh * kw + ones_row
     per_sample = (p.groups * k * p.out_h * p.out_w + grad_rows * k) * x.itemsize
     return batches(x.shape[0], per_sample, min(COLS_CHUNK_BYTES, _workspace.WORKSPACE_LIMIT_BYTES))
