@@ -129,7 +129,8 @@ def run(args) -> int:
                 return _error(str(exc))
         data = load_digits(seed=args.seed)
         if args.train_samples is not None:
-            data["X_train"], data["y_train"] = data["X_train"][:args.train_samples], data["y_train"][:args.train_samples]
+            for key in ("X_train", "y_train"):
+                data[key] = data[key][:args.train_samples]
         solver = Solver(build_model(args.model, args.seed), data, update_rule="adam",
                         optim_config={"learning_rate": args.lr}, lr_decay=args.lr_decay, batch_size=args.batch_size,
                         num_epochs=args.epochs, verbose=False, seed=args.seed, progress=ProgressBar(args.epochs),

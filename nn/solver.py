@@ -67,7 +67,8 @@ class Solver:
         loss, grads = self.model.loss(X_batch, y_batch)
         self.loss_history.append(float(loss))
         for name, w in self.model.params.items():
-            self.model.params[name], self.optim_configs[name] = self.update_rule(w, grads[name], self.optim_configs[name])
+            next_w, self.optim_configs[name] = self.update_rule(w, grads[name], self.optim_configs[name])
+            self.model.params[name] = next_w
         return float(loss)
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=100) -> float:
