@@ -105,8 +105,12 @@ cdef void _col2im(const Geometry* g, const floating* col, int oh0, int oh1,
                     ih = oh * g.sh - g.ph + kh * g.dh
                     if ih >= 0 and ih < g.H:
                         dst = image + (c * g.H + ih) * g.W + off
-                        for ow in range(lo, hi):
-                            dst[ow * g.sw] += src[ow]
+                        if g.sw == 1:  # a unit stride the compiler can vectorize
+                            for ow in range(lo, hi):
+                                dst[ow] += src[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow * g.sw] += src[ow]
                     src += g.OW
 
 
