@@ -9,8 +9,9 @@ The candidates are the available backends except the ``naive`` reference, in reg
   flops; pooling: at least ``MEASURE_MIN_POOL_OPS`` window reads) is **measured once**, like
   ``torch.backends.cudnn.benchmark``: each candidate runs forward + backward on random inputs
   of that signature (one untimed warm-up call absorbs JIT compilation and workspace growth,
-  then the best of ``MEASURE_REPEATS`` timed runs counts), and the fastest is cached for the
-  signature. Forward and backward are timed together because a backward always runs on the
+  then the best of ``MEASURE_REPEATS`` timed runs counts; a candidate already ``SLOW_FACTOR``
+  times slower than the best so far after one timed run is dropped), and the fastest is
+  cached for the signature. Forward and backward are timed together because a backward always runs on the
   backend its forward picked.
 - Smaller calls take the first candidate, which the benchmarks show is fastest or within
   noise there; timing them would cost more than any choice could save.
@@ -38,6 +39,7 @@ from . import _registry
 MEASURE_MIN_FLOPS = 1e7
 MEASURE_MIN_POOL_OPS = 1e6
 MEASURE_REPEATS = 3
+SLOW_FACTOR = 3.0  # a candidate this many times slower than the best so far is not timed again
 REFERENCE = "naive"
 
 _lock = threading.Lock()
@@ -80,8 +82,11 @@ def choose(op: str, signature: tuple) -> str:
             return known
         winner = names[0]
         if len(names) > 1 and autotune_enabled() and _work(op, signature) >= _threshold(op):
-            times = {name: _time_forward_backward(name, op, signature) for name in names}
-            winner = min(names, key=times.__getitem__)  # ties keep registry order
+            best = float("inf")
+            for name in names:  # ties keep registry order
+                elapsed = _time_forward_backward(name, op, signature, SLOW_FACTOR * best)
+                if elapsed < best:
+                    winner, best = name, elapsed
         _decisions[key] = winner
         return winner
 
@@ -98,11 +103,15 @@ def _work(op: str, signature: tuple) -> float:
     return float(x_shape[0] * x_shape[1] * p.out_h * p.out_w * p.kernel_h * p.kernel_w)
 
 
-def _time_forward_backward(name: str, op: str, signature: tuple) -> float:
-    """Best wall time of forward + backward of backend ``name`` on random inputs of ``signature``
-    (infinite if the backend fails: a broken candidate must not break the call)."""
+def _time_forward_backward(name: str, op: str, signature: tuple, give_up_after: float = float("inf")) -> float:
+    """Best wall time of forward + backward of backend ``name`` on random inputs of ``signature``.
+
+    Infinite if the backend fails (a broken candidate must not break the call). A candidate
+    whose first timed run already exceeds ``give_up_after`` is not timed again: it has lost,
+    and a slow backend on a big call would otherwise cost seconds more.
+    """
     try:
-        return _best_time(_runner(_registry.get_module(name), op, signature))
+        return _best_time(_runner(_registry.get_module(name), op, signature), give_up_after)
     except Exception:
         return float("inf")
 
@@ -132,11 +141,13 @@ def _runner(module, op: str, signature: tuple):
     return run
 
 
-def _best_time(run) -> float:
+def _best_time(run, give_up_after: float) -> float:
     run()  # warm-up: JIT compilation, workspace growth, first touch of fresh pages
     best = float("inf")
     for _ in range(MEASURE_REPEATS):
         start = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - start)
+        if best > give_up_after:
+            break
     return best

@@ -25,7 +25,7 @@ def fake_timings(monkeypatch):
     calls = []
     table = {}
 
-    def fake(name, op, signature):
+    def fake(name, op, signature, give_up_after=float("inf")):
         calls.append((name, op, signature))
         return table.get(name, 1.0)
 
@@ -124,3 +124,12 @@ def test_auto_results_match_naive(case, dtype, monkeypatch):
     ref_out, ref_cache = fastconv.conv2d_forward(x, w, b, *args, backend="naive")
     for a, e in zip(got, (ref_out, *fastconv.conv2d_backward(dout, ref_cache))):
         assert_close(a, e)
+
+
+def test_a_clearly_slower_candidate_is_timed_only_once():
+    calls = []
+    _auto._best_time(lambda: calls.append(1), give_up_after=-1.0)
+    assert len(calls) == 2  # warm-up + one timed run
+    calls.clear()
+    _auto._best_time(lambda: calls.append(1), give_up_after=float("inf"))
+    assert len(calls) == 1 + _auto.MEASURE_REPEATS
