@@ -11,7 +11,8 @@ The candidates are the available backends except the ``naive`` reference, in reg
   of that signature (one untimed warm-up call absorbs JIT compilation and workspace growth,
   then the best of ``MEASURE_REPEATS`` timed runs counts; a candidate already ``SLOW_FACTOR``
   times slower than the best so far after one timed run is dropped), and the fastest is
-  cached for the signature. Forward and backward are timed together because a backward always runs on the
+  cached for the signature. A candidate later in registry order must be ``SWITCH_MARGIN``
+  faster to displace an earlier one, so timing noise does not flip near-ties. Forward and backward are timed together because a backward always runs on the
   backend its forward picked.
 - Smaller calls take the first candidate, which the benchmarks show is fastest or within
   noise there; timing them would cost more than any choice could save.
@@ -39,6 +40,9 @@ from . import _registry
 MEASURE_MIN_FLOPS = 1e7
 MEASURE_MIN_POOL_OPS = 1e6
 MEASURE_REPEATS = 3
+# A later candidate must beat an earlier one by this fraction: timings on a busy machine
+# jitter by more than the gaps between near-equal backends, and registry order is the prior.
+SWITCH_MARGIN = 0.05
 SLOW_FACTOR = 3.0  # a candidate this many times slower than the best so far is not timed again
 REFERENCE = "naive"
 
@@ -83,9 +87,9 @@ def choose(op: str, signature: tuple) -> str:
         winner = names[0]
         if len(names) > 1 and autotune_enabled() and _work(op, signature) >= _threshold(op):
             best = float("inf")
-            for name in names:  # ties keep registry order
+            for name in names:
                 elapsed = _time_forward_backward(name, op, signature, SLOW_FACTOR * best)
-                if elapsed < best:
+                if elapsed < best * (1.0 - SWITCH_MARGIN):
                     winner, best = name, elapsed
         _decisions[key] = winner
         return winner
