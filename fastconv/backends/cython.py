@@ -3,13 +3,15 @@
 How it works
 ------------
 Conv forward splits the batch into work items (sample, tile of output rows); OpenMP threads
-take items in a static order, copy the tile's windows into their own slice of a reused column
+take items as they free up, copy the tile's windows into their own slice of a reused column
 workspace (``_workspace.scratch``, at most ``FASTCONV_WORKSPACE_MB`` for every thread
 together, whatever N is) and multiply with single-threaded BLAS. A 1x1 / stride 1 / no-padding
-conv multiplies the image directly. Backward gives each thread one sample at a time: it
-rebuilds the columns, adds ``dout @ cols^T`` into the thread's own dw (and db) partial, and
-writes its sample's dx through ``w^T @ dout`` plus a col2im scatter. The partials are then summed
-in thread order, so results are bitwise reproducible at a fixed thread count.
+conv multiplies the image directly. Backward cuts the batch into fixed chunks of consecutive
+samples (a few per thread, so a thread slowed by other processes does not hold up the rest);
+the thread that takes a chunk rebuilds each sample's columns, adds ``dout @ cols^T`` into the
+chunk's own dw (and db) partial, and writes the sample's dx through ``w^T @ dout`` plus a
+col2im scatter. The partials are then summed in chunk order, so results are bitwise
+reproducible at a fixed thread count.
 Pooling runs one (sample, channel) plane per iteration; max-pool keeps the winner's flat
 index as int32 for backward.
 
@@ -44,7 +46,6 @@ import numpy as np
 from .. import _registry
 from .._threads import get_num_threads, inner_blas_single_threaded
 from . import _workspace
-
 
 
 def _libgomp_loaded() -> bool:
