@@ -186,6 +186,8 @@ CONV_GRID = (
     ConvConfig("dilation", (2, 2, 9, 9), (2, 2, 3, 3), 1, 2, 3),
     ConvConfig("everything", (2, 4, 8, 7), (6, 2, 3, 2), (2, 3), (2, 1), (2, 1), groups=2),
     ConvConfig("groups-no-bias", (1, 4, 5, 5), (2, 2, 2, 3), (1, 2), (0, 1), groups=2, bias=False),
+    # Dilated kernel wider than the input: its last column of taps only ever reads padding.
+    ConvConfig("taps-only-in-padding", (1, 2, 7, 5), (1, 2, 2, 4), 1, 3, 3, bias=False),
 )
 
 POOL_GRID = (
