@@ -106,6 +106,15 @@ def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch, tmp_path, capsy
     assert "--plot needs matplotlib: pip install 'fastconv[plot]'" in capsys.readouterr().err
 
 
+def test_without_torch_there_is_no_torch_row(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    assert wl.TORCH not in wl.usable_backends()
+    assert bench(*TINY, *FAST, "--json", str(tmp_path / "r.json")) == 0
+    records = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert [r["backend"] for r in records] == [name for name in TINY_BACKENDS if name != wl.TORCH]
+    assert all(r["speedup_vs_torch"] is None and r["speedup_vs_naive"] > 0 for r in records)
+
+
 def test_compare_fails_when_the_baseline_was_much_faster(quick_run, tmp_path, capsys):
     # Times divided by 10 (not 2) so a noisy machine cannot make this run look as fast as that.
     baseline = write(tmp_path, "fast.json", rescaled(quick_run.doc, 0.1))
