@@ -201,3 +201,16 @@ def test_missing_extension_leaves_backend_out_with_build_hint(monkeypatch):
         fastconv.conv2d_forward(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)), backend="cython")
     out, cache = fastconv.conv2d_forward(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)))
     assert cache.backend != "cython" and np.all(out == 4)
+
+
+@pytest.mark.parametrize("padding, dilation, stride", [((3, 3), (3, 3), 1), ((1, 4), (1, 1), (1, 2)),
+                                                       ((2, 5), (2, 3), (2, 1)), ((0, 6), (1, 2), 3)])
+def test_kernel_columns_that_only_read_padding(padding, dilation, stride):
+    """Whole kernel columns land in the padding for some outputs: no out-of-row writes."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 2, 7, 5)), rng.standard_normal((3, 2, 2, 4))
+    got, cache = fastconv.conv2d_forward(x, w, None, stride, padding, dilation, backend="cython")
+    want, ref_cache = fastconv.conv2d_forward(x, w, None, stride, padding, dilation, backend="naive")
+    dout = rng.standard_normal(want.shape)
+    assert_all_close((got, *fastconv.conv2d_backward(dout, cache)),
+                     (want, *fastconv.conv2d_backward(dout, ref_cache)))
