@@ -8,7 +8,7 @@ them: each block writes only its own outputs or its own partial sums.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import get_thread_id, prange
 
 from ._numba_runtime import jit
 
@@ -160,9 +160,9 @@ def _grouped_gemm(w2, cols, groups, out):
 
 
 @jit(parallel=True)
-def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace, n_blocks):
-    """out = conv(x, w) + b: block t of the batch im2cols each of its samples into its own
-    (C*KH*KW, OH*OW) slice of the flat ``workspace``, then one GEMM per group writes out[n].
+def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace):
+    """out = conv(x, w) + b: one task per sample im2cols it into its thread's (C*KH*KW, OH*OW)
+    slice of the flat ``workspace`` (get_num_threads() slices), then one GEMM per group writes out[n].
 
     A pointwise convolution (1x1, stride 1, no padding) multiplies x[n] itself.
     """
@@ -176,28 +176,29 @@ def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace, n_blocks):
     k_all = channels * kh * kw
     pointwise = kh == 1 and kw == 1 and geom[0] == 1 and geom[1] == 1 and geom[2] == 0 and geom[3] == 0
     w2 = w.reshape((n_filters, k_group))
-    for t in prange(n_blocks):
-        cols = workspace[t * k_all * positions:(t + 1) * k_all * positions].reshape((k_all, positions))
-        first, last = _block(t, n_blocks, 0, n_batch)
-        for n in range(first, last):
-            out_n = out[n].reshape((n_filters, positions))
-            if pointwise:
-                _grouped_gemm(w2, x[n].reshape((k_all, positions)), groups, out_n)
-            else:
-                _im2col(x[n], kh, kw, geom, out_h, out_w, cols, 0)
-                _grouped_gemm(w2, cols, groups, out_n)
-            if has_bias:
-                for f in range(n_filters):
-                    out_n[f] += b[f]
+    for n in prange(n_batch):
+        out_n = out[n].reshape((n_filters, positions))
+        if pointwise:
+            _grouped_gemm(w2, x[n].reshape((k_all, positions)), groups, out_n)
+        else:
+            tid = get_thread_id()
+            cols = workspace[tid * k_all * positions:(tid + 1) * k_all * positions].reshape((k_all, positions))
+            _im2col(x[n], kh, kw, geom, out_h, out_w, cols, 0)
+            _grouped_gemm(w2, cols, groups, out_n)
+        if has_bias:
+            for f in range(n_filters):
+                out_n[f] += b[f]
 
 
 @jit(parallel=True)
 def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts, cols_space, dout_space):
     """Gradients by GEMM: dx written, block t's partial dw and db in dw_parts[t], db_parts[t].
 
-    Block t walks its samples ``step`` at a time, laid side by side as cols (C*KH*KW, S*P)
-    and dout (F, S*P) in its slices of the flat workspaces (``step`` keeps those small enough
-    to stay in cache, yet the GEMMs' inner dimension S*P long). Per group:
+    The batch is cut into n_blocks fixed blocks (more than threads, so idle threads steal
+    work, yet the partial sums do not depend on scheduling). A block walks its samples
+    ``step`` at a time, laid side by side as cols (C*KH*KW, S*P) and dout (F, S*P) in its
+    thread's slices of the flat workspaces (get_num_threads() slices each; ``step`` keeps them
+    small enough to stay in cache, yet the GEMMs' inner dimension S*P long). Per group:
     dw_t += dout_s @ cols_s.T and dcols = w.T @ dout_s (over cols_s once dw is done), then
     col2im into dx.
     """
@@ -218,11 +219,12 @@ def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts,
         db_t[...] = 0
         product = np.empty((f_group, k_group), w.dtype)
         first, last = _block(t, n_blocks, 0, n_batch)
+        tid = get_thread_id()
         for s0 in range(first, last, step):
             count = min(step, last - s0)
             width = count * positions
-            cols = cols_space[t * k_all * cap:t * k_all * cap + k_all * width].reshape((k_all, width))
-            douts = dout_space[t * n_filters * cap:t * n_filters * cap + n_filters * width].reshape((n_filters, width))
+            cols = cols_space[tid * k_all * cap:tid * k_all * cap + k_all * width].reshape((k_all, width))
+            douts = dout_space[tid * n_filters * cap:tid * n_filters * cap + n_filters * width].reshape((n_filters, width))
             for s in range(count):
                 _im2col(x[s0 + s], kh, kw, geom, out_h, out_w, cols, s * positions)
                 dout_s = dout[s0 + s].reshape((n_filters, positions))

@@ -40,17 +40,20 @@ def conv2d_forward(x, w, b, p):
         with _numba_runtime.parallel_region():
             _numba_conv.conv_forward_direct(x, w, bias, b is not None, _conv_geom(p), out)
         return out, None
-    blocks = min(threads, n_batch)
     k_all = channels * w.shape[2] * w.shape[3]
-    workspace = scratch("numba.cols", (blocks * k_all * p.out_h * p.out_w,), x.dtype)
+    workspace = scratch("numba.cols", (threads * k_all * p.out_h * p.out_w,), x.dtype)
     with inner_blas_single_threaded(), _numba_runtime.parallel_region():
-        _numba_conv.conv_forward_gemm(x, w, bias, b is not None, _conv_geom(p), out, workspace, blocks)
+        _numba_conv.conv_forward_gemm(x, w, bias, b is not None, _conv_geom(p), out, workspace)
     return out, None
 
 
 # A GEMM whose inner dimension is this short loses much of its speed to packing overhead, so
 # backward lays this many output positions side by side (several samples when images are small).
 MIN_GEMM_COLUMNS = 256
+
+
+# More blocks than threads lets an idle thread take over work when a core is busy elsewhere.
+BLOCKS_PER_THREAD = 4
 
 
 def backward_step(n_batch, positions, bytes_per_sample, threads) -> int:
@@ -75,10 +78,10 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
 
     positions = p.out_h * p.out_w
     k_all = channels * w.shape[2] * w.shape[3]
-    blocks = min(threads, n_batch)
-    step = backward_step(n_batch, positions, (k_all + n_filters) * positions * x.itemsize, blocks)
-    cols_space = scratch("numba.cols", (blocks * k_all * step * positions,), x.dtype)
-    dout_space = scratch("numba.dout", (blocks * n_filters * step * positions,), x.dtype)
+    blocks = min(n_batch, BLOCKS_PER_THREAD * threads)
+    step = backward_step(n_batch, positions, (k_all + n_filters) * positions * x.itemsize, threads)
+    cols_space = scratch("numba.cols", (threads * k_all * step * positions,), x.dtype)
+    dout_space = scratch("numba.dout", (threads * n_filters * step * positions,), x.dtype)
     # Per-block partial sums, reduced in block order: deterministic for a given thread count.
     dw_parts = scratch("numba.dw", (blocks, n_filters, w[0].size), x.dtype)
     db_parts = scratch("numba.db", (blocks, n_filters), x.dtype)
