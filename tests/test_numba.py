@@ -202,6 +202,21 @@ def test_direct_and_gemm_paths_match_naive(two_threads, groups, w_shape):
             assert_close(g, e)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_conv_uses_x_as_its_own_columns(two_threads, dtype):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 8, 5, 7)).astype(dtype)
+    w = rng.standard_normal((6, 4, 1, 1)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    got, got_cache = fastconv.conv2d_forward(x, w, b, groups=2, backend="numba")
+    want, want_cache = fastconv.conv2d_forward(x, w, b, groups=2, backend="naive")
+    assert_close(got, want)
+    dout = rng.standard_normal(got.shape).astype(dtype)
+    for g, e in zip(fastconv.conv2d_backward(dout, got_cache), fastconv.conv2d_backward(dout, want_cache)):
+        assert g.dtype == dtype
+        assert_close(g, e)
+
+
 def test_build_info():
     info = numba_backend.build_info()
     assert {"numba", "threading_layer", "cache", "tbb"} <= set(info)

@@ -150,6 +150,12 @@ def _block(t, n_blocks, start, stop):
 
 
 @jit()
+def _is_pointwise(kh, kw, geom):
+    """1x1 kernel, stride 1, no padding: x[n] viewed as (C, H*W) is already the im2col matrix."""
+    return kh == 1 and kw == 1 and geom[0] == 1 and geom[1] == 1 and geom[2] == 0 and geom[3] == 0
+
+
+@jit()
 def _grouped_gemm(w2, cols, groups, out):
     """out[group rows] = w2[group rows] @ cols[group rows] for each group."""
     f_group = w2.shape[0] // groups
@@ -174,7 +180,7 @@ def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace):
     f_group = n_filters // groups
     k_group = c_group * kh * kw
     k_all = channels * kh * kw
-    pointwise = kh == 1 and kw == 1 and geom[0] == 1 and geom[1] == 1 and geom[2] == 0 and geom[3] == 0
+    pointwise = _is_pointwise(kh, kw, geom)
     w2 = w.reshape((n_filters, k_group))
     for n in prange(n_batch):
         out_n = out[n].reshape((n_filters, positions))
@@ -188,6 +194,31 @@ def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace):
         if has_bias:
             for f in range(n_filters):
                 out_n[f] += b[f]
+
+
+@jit()
+def _add_row_sums(totals, rows):
+    for f in range(rows.shape[0]):
+        total = totals[f]
+        for q in range(rows.shape[1]):
+            total += rows[f, q]
+        totals[f] = total
+
+
+@jit()
+def _weight_and_input_grads(douts, cols, w2, groups, product, dw_t, dcols):
+    """dw_t += douts @ cols.T, then dcols = w2.T @ douts, group by group.
+
+    ``dcols`` may be ``cols`` itself: every dw product is done before it is written.
+    """
+    f_group = w2.shape[0] // groups
+    k_group = w2.shape[1]
+    for g in range(groups):
+        np.dot(douts[g * f_group:(g + 1) * f_group], cols[g * k_group:(g + 1) * k_group].T, product)
+        dw_t[g * f_group:(g + 1) * f_group] += product
+    for g in range(groups):
+        np.dot(w2[g * f_group:(g + 1) * f_group].T, douts[g * f_group:(g + 1) * f_group],
+               dcols[g * k_group:(g + 1) * k_group])
 
 
 @jit(parallel=True)
@@ -212,6 +243,7 @@ def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts,
     k_all = channels * kh * kw
     w2 = w.reshape((n_filters, k_group))
     cap = step * positions
+    pointwise = _is_pointwise(kh, kw, geom)
     for t in prange(n_blocks):
         dw_t = dw_parts[t]
         dw_t[...] = 0
@@ -221,6 +253,12 @@ def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts,
         first, last = _block(t, n_blocks, 0, n_batch)
         tid = get_thread_id()
         for s0 in range(first, last, step):
+            if pointwise and step == 1:  # x[n] is its own im2col matrix and dx[n] its col2im
+                dout_s = dout[s0].reshape((n_filters, positions))
+                _add_row_sums(db_t, dout_s)
+                _weight_and_input_grads(dout_s, x[s0].reshape((k_all, positions)), w2, groups, product, dw_t,
+                                        dx[s0].reshape((k_all, positions)))
+                continue
             count = min(step, last - s0)
             width = count * positions
             cols = cols_space[tid * k_all * cap:tid * k_all * cap + k_all * width].reshape((k_all, width))
@@ -229,17 +267,8 @@ def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts,
                 _im2col(x[s0 + s], kh, kw, geom, out_h, out_w, cols, s * positions)
                 dout_s = dout[s0 + s].reshape((n_filters, positions))
                 douts[:, s * positions:(s + 1) * positions] = dout_s
-                for f in range(n_filters):
-                    total = db_t[f]
-                    for q in range(positions):
-                        total += dout_s[f, q]
-                    db_t[f] = total
-            for g in range(groups):
-                np.dot(douts[g * f_group:(g + 1) * f_group], cols[g * k_group:(g + 1) * k_group].T, product)
-                dw_t[g * f_group:(g + 1) * f_group] += product
-            for g in range(groups):
-                np.dot(w2[g * f_group:(g + 1) * f_group].T, douts[g * f_group:(g + 1) * f_group],
-                       cols[g * k_group:(g + 1) * k_group])
+                _add_row_sums(db_t, dout_s)
+            _weight_and_input_grads(douts, cols, w2, groups, product, dw_t, cols)
             for s in range(count):
                 dx_n = dx[s0 + s]
                 dx_n[...] = 0

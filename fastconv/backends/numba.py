@@ -79,7 +79,8 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     positions = p.out_h * p.out_w
     k_all = channels * w.shape[2] * w.shape[3]
     blocks = min(n_batch, BLOCKS_PER_THREAD * threads)
-    step = backward_step(n_batch, positions, (k_all + n_filters) * positions * x.itemsize, threads)
+    pointwise = w.shape[2:] == (1, 1) and (p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 0, 0)
+    step = 1 if pointwise else backward_step(n_batch, positions, (k_all + n_filters) * positions * x.itemsize, threads)
     cols_space = scratch("numba.cols", (threads * k_all * step * positions,), x.dtype)
     dout_space = scratch("numba.dout", (threads * n_filters * step * positions,), x.dtype)
     # Per-block partial sums, reduced in block order: deterministic for a given thread count.
