@@ -121,7 +121,20 @@ def test_compare_fails_when_the_baseline_was_much_faster(quick_run, tmp_path, ca
     assert bench(*TINY, *FAST, "--backend", "naive", "--compare", baseline) == 1
     out = capsys.readouterr()
     assert "SLOWER" in out.out and "REGRESSION: 1 of 1 row(s)" in out.out
-    assert "re-measuring small-pool2 maxpool_fwd_bwd float32 naive" in out.err
+    assert "re-measuring small-pool2 maxpool_fwd_bwd float32 naive" in out.err and "try 3/3" in out.err
+
+
+def test_a_row_that_is_fast_again_when_re_timed_passes(quick_run, tmp_path, monkeypatch, capsys):
+    doc = rescaled(quick_run.doc, 0.1)
+    baseline = write(tmp_path, "fast.json", doc)
+    naive_baseline = next(r["median_s"] for r in doc["results"] if r["backend"] == "naive")
+    timings = iter([10 * naive_baseline, naive_baseline])  # still slow on the first re-timing, then fine
+    monkeypatch.setattr(runner, "remeasure", lambda workload, backend, settings: next(timings))
+    json_out = tmp_path / "now.json"
+    assert bench(*TINY, *FAST, "--backend", "naive", "--compare", baseline, "--json", str(json_out)) == 0
+    assert "try 2/3" in capsys.readouterr().err
+    (record,) = json.loads(json_out.read_text())["results"]
+    assert record["remeasured_s"] == [10 * naive_baseline, naive_baseline]
 
 
 def test_compare_passes_when_the_baseline_was_slower(quick_run, tmp_path, capsys):
@@ -204,6 +217,7 @@ def test_list_shows_the_plan_and_naive_only_on_small_cases(capsys):
     (["--case", "vgg-c64", "--backend", "naive"], "nothing to run"),
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--fail-over", "-5"], "--fail-over must be >= 0"),
+    (["--remeasure", "-1"], "--remeasure must be >= 0"),
 ])
 def test_bad_options_exit_2_with_a_message(capsys, argv, message):
     assert bench(*argv) == 2

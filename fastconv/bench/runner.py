@@ -22,7 +22,7 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(min_repeats=3, max_repeats=20, budget_s=0.15)
+QUICK = Settings(min_repeats=3, max_repeats=30, budget_s=0.3)
 
 
 def timed_call(call: Callable) -> float:
