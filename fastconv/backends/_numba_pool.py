@@ -30,7 +30,7 @@ def max_pool_forward(x, geom, out, argmax):
     out_h, out_w = out.shape[2], out.shape[3]
     for task in prange(n_batch * channels):
         n, c = task // channels, task % channels
-        src, dst, idx = x[n, c], out[n, c], argmax[n, c]
+        flat, dst, idx = x[n, c].reshape(height * width), out[n, c], argmax[n, c]
         for oh in range(out_h):
             r0, r1 = _window(oh, sh, ph, kh, height)
             for ow in range(out_w):
@@ -39,10 +39,12 @@ def max_pool_forward(x, geom, out, argmax):
                 best_index = r0 * width + c0
                 for r in range(r0, r1):
                     for col in range(c0, c1):
-                        value = src[r, col]
-                        if value > best or np.isnan(value):
-                            best = value
-                            best_index = r * width + col
+                        # Selects, not branches: random data would mispredict half of them.
+                        # The unsigned index spares Numba's negative-index check.
+                        value = flat[np.uintp(r * width + col)]
+                        take = (value > best) | (value != value)
+                        best = value if take else best
+                        best_index = r * width + col if take else best_index
                 dst[oh, ow] = best
                 idx[oh, ow] = best_index
 
