@@ -197,11 +197,22 @@ def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace):
 
 
 @jit()
-def _add_row_sums(totals, rows):
+def _add_row_sums(totals, rows, lanes):
+    """totals[f] += sum(rows[f]), in 8 interleaved partial sums (``lanes``, scratch of 8):
+    a single running sum would wait on each add's latency."""
+    width = rows.shape[1]
+    body = width - width % 8
     for f in range(rows.shape[0]):
+        row = rows[f]
+        lanes[:] = 0
+        for q0 in range(0, body, 8):
+            for u in range(8):
+                lanes[u] += row[q0 + u]
         total = totals[f]
-        for q in range(rows.shape[1]):
-            total += rows[f, q]
+        for u in range(8):
+            total += lanes[u]
+        for q in range(body, width):
+            total += row[q]
         totals[f] = total
 
 
@@ -250,12 +261,13 @@ def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts,
         db_t = db_parts[t]
         db_t[...] = 0
         product = np.empty((f_group, k_group), w.dtype)
+        lanes = np.empty(8, w.dtype)
         first, last = _block(t, n_blocks, 0, n_batch)
         tid = get_thread_id()
         for s0 in range(first, last, step):
             if pointwise and step == 1:  # x[n] is its own im2col matrix and dx[n] its col2im
                 dout_s = dout[s0].reshape((n_filters, positions))
-                _add_row_sums(db_t, dout_s)
+                _add_row_sums(db_t, dout_s, lanes)
                 _weight_and_input_grads(dout_s, x[s0].reshape((k_all, positions)), w2, groups, product, dw_t,
                                         dx[s0].reshape((k_all, positions)))
                 continue
@@ -267,7 +279,7 @@ def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts,
                 _im2col(x[s0 + s], kh, kw, geom, out_h, out_w, cols, s * positions)
                 dout_s = dout[s0 + s].reshape((n_filters, positions))
                 douts[:, s * positions:(s + 1) * positions] = dout_s
-                _add_row_sums(db_t, dout_s)
+                _add_row_sums(db_t, dout_s, lanes)
             _weight_and_input_grads(douts, cols, w2, groups, product, dw_t, cols)
             for s in range(count):
                 dx_n = dx[s0 + s]
