@@ -1,7 +1,8 @@
 """Speedup floors: ratios measured side by side in one run (interleaved rounds, medians), generous minimums.
 
-The quick mode (the default, run in CI) checks a small case against naive and two large shapes
-against im2col; FASTCONV_FULL_SPEEDUPS=1 checks the whole 8-shape suite in both dtypes with more
+The quick mode (the default, run in CI) checks a small case against naive and two suite shapes
+against im2col (shapes where the compiled backends lead by 1.4x or more on a quiet machine, so
+the check is about regressions, not noise); FASTCONV_FULL_SPEEDUPS=1 checks the whole 8-shape suite in both dtypes with more
 repeats. The floors are far below the measured speedups so that a busy 2-core machine does not
 fail them; a ratio under its floor is measured once more before the test fails.
 """
@@ -24,7 +25,7 @@ OVER_IM2COL = 0.8  # compiled backends are meant to beat im2col; 0.8 leaves room
 SMALL = wl.Workload(testing.CONV_SMALL[0], "conv_fwd_bwd", "float64")  # x (10,3,31,31), stride 2, pad 1
 LARGE = [wl.Workload(case, "conv_fwd_bwd", dtype) for case in testing.CONV_SUITE for dtype in wl.DTYPES] if FULL \
     else [wl.Workload(wl.CASES["cs231n-s2"], "conv_fwd_bwd", "float64"),
-          wl.Workload(wl.CASES["down-s2"], "conv_fwd_bwd", "float32")]
+          wl.Workload(wl.CASES["lenet-c1"], "conv_fwd_bwd", "float32")]
 # naive takes about a second per call on SMALL: a few rounds show a 20x gap plainly.
 NAIVE_SETTINGS = runner.Settings(min_repeats=3, max_repeats=3, budget_s=0.0)
 LARGE_SETTINGS = runner.Settings(min_repeats=15, max_repeats=40, budget_s=3.0) if FULL \
