@@ -92,14 +92,21 @@ def _im2col(x_n, kh, kw, geom, out_h, out_w, cols, col0):
                         _fill(row[oh * out_w:oh * out_w + lo], zero)
                         _fill(row[oh * out_w + hi:(oh + 1) * out_w], zero)
                     continue
+                if sw != 1:
+                    # Short strided runs: per-row slices and calls would cost more than the copy itself.
+                    for oh in range(r_lo, r_hi):
+                        base, ih = oh * out_w, oh * sh + off_h
+                        for q in range(lo):
+                            row[base + q] = zero
+                        for q in range(lo, hi):
+                            row[base + q] = plane[ih, q * sw + off_w]
+                        for q in range(hi, out_w):
+                            row[base + q] = zero
+                    continue
                 for oh in range(r_lo, r_hi):
                     dst = row[oh * out_w:(oh + 1) * out_w]
-                    src = plane[oh * sh + off_h]
                     _fill(dst[:lo], zero)
-                    if sw == 1:
-                        _copy(dst[lo:hi], src[lo + off_w:hi + off_w])
-                    else:
-                        _copy(dst[lo:hi], src[lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw])
+                    _copy(dst[lo:hi], plane[oh * sh + off_h, lo + off_w:hi + off_w])
                     _fill(dst[hi:], zero)
 
 
@@ -379,3 +386,25 @@ def conv_backward_params_direct(x, dout, geom, dw_out, db_out):
             for oh in range(out_h):
                 _add(acc, dout[n, f, oh])
         db_out[f] = acc.sum()
+
+
+@jit(parallel=True)
+def im2col_planes(x, kh, kw, geom, out_h, out_w, cols):
+    """cols[n] = im2col of x[n] (cols: (N, C*KH*KW, OH*OW)), one (sample, channel) task each."""
+    channels = x.shape[1]
+    rows = kh * kw
+    for task in prange(x.shape[0] * channels):
+        n, c = task // channels, task % channels
+        _im2col(x[n, c:c + 1], kh, kw, geom, out_h, out_w, cols[n, c * rows:(c + 1) * rows], 0)
+
+
+@jit(parallel=True)
+def col2im_planes(cols, kh, kw, geom, out_h, out_w, dx):
+    """dx[n] = col2im of cols[n], one (sample, channel) plane each; zeroes the padding entries of cols."""
+    channels = dx.shape[1]
+    rows = kh * kw
+    for task in prange(dx.shape[0] * channels):
+        n, c = task // channels, task % channels
+        plane = dx[n, c:c + 1]
+        plane[...] = 0
+        _col2im_add(cols[n, c * rows:(c + 1) * rows], 0, kh, kw, geom, out_h, out_w, plane)
