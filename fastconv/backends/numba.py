@@ -41,22 +41,25 @@ def _grouped_matrices(a, groups):
     return a.reshape(a.shape[0], groups, a.shape[1] // groups, -1)
 
 
-# GEMM depth (C/G*KH*KW) from which numpy's BLAS on all threads pays off in float32.
+# GEMM depth (C/G*KH*KW) from which numpy's BLAS on all threads pays off.
 ALL_THREAD_GEMM_MIN_DEPTH = 512
+# In float64, per-thread GEMMs stay ahead on images with more output positions than this.
+ALL_THREAD_GEMM_MAX_POSITIONS_FLOAT64 = 256
 
 
 def uses_all_thread_gemms(w_shape, p, dtype) -> bool:
     """Whether conv GEMMs run as big products on numpy's BLAS with all threads, outside any
     parallel loop (im2col/col2im stay parallel around them), instead of one GEMM per thread.
 
-    Measured here: a pointwise conv needs no copies at all, so it is nothing but GEMMs, and
-    in float32 numpy's BLAS on both cores matches two single-threaded GEMMs once they are
-    deep; shallower ones and float64 do better per thread. Calling numpy's BLAS also keeps
-    its worker threads (which spin for a while after each call) from competing with our own
-    when numpy products run between conv calls.
+    Measured here: a pointwise conv needs no copies at all, so it is nothing but GEMMs; deep
+    GEMMs run as fast on numpy's BLAS with both cores as two single-threaded ones in float32,
+    and in float64 once one sample's GEMM is short (small output images). Calling numpy's
+    BLAS also keeps its worker threads (which spin for a while after each call) from
+    competing with our own when numpy products run between conv calls.
     """
     deep = w_shape[1] * w_shape[2] * w_shape[3] >= ALL_THREAD_GEMM_MIN_DEPTH
-    return is_pointwise(w_shape, p) or (np.dtype(dtype) == np.float32 and deep)
+    short = p.out_h * p.out_w <= ALL_THREAD_GEMM_MAX_POSITIONS_FLOAT64
+    return is_pointwise(w_shape, p) or (deep and (np.dtype(dtype) == np.float32 or short))
 
 
 # Columns of this many bytes per step: the GEMMs then read what the im2col just wrote from cache.
