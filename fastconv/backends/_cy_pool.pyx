@@ -27,6 +27,13 @@ cdef inline void _valid_columns(const Window* g, int j, int* off, int* lo, int* 
         hi[0] = lo[0]
 
 
+cdef inline void _clip(int o, int stride, int pad, int k, int size, int* lo, int* hi) noexcept nogil:
+    """The in-bounds cells [lo, hi) of window ``o`` along one axis (padding is never stored)."""
+    cdef int start = o * stride - pad
+    lo[0] = max(start, 0)
+    hi[0] = min(start + k, size)
+
+
 cdef inline bint _takes_over(floating value, floating best) noexcept nogil:
     # PyTorch's rule: a strictly larger value or any NaN replaces the current winner, so ties
     # keep the first maximum in row-major order and a NaN propagates.
@@ -44,16 +51,14 @@ cdef void _max_plane(const Window* g, const floating* x, floating* out, int* arg
     # One output row at a time, visiting window cells in row-major order (r, then kernel
     # column j) for all output columns at once: each column's sequence of visits is its own
     # window's scan, and the loop over output columns has no dependence, so it vectorizes.
-    cdef int oh, ow, r, j, r0, r1, h0, off, lo, hi, index
+    cdef int oh, ow, r, j, r0, r1, off, lo, hi, index
     cdef bint take
     cdef floating value
     cdef floating* best
     cdef int* best_index
     cdef const floating* row
     for oh in range(g.OH):
-        h0 = oh * g.sh - g.ph
-        r0 = max(h0, 0)
-        r1 = min(h0 + g.kh, g.H)
+        _clip(oh, g.sh, g.ph, g.kh, g.H, &r0, &r1)
         best = out + oh * g.OW
         best_index = argmax + oh * g.OW
         for ow in range(g.OW):
@@ -121,16 +126,12 @@ def max_pool2d_backward(const floating[:, :, ::1] dout, const int[:, :, ::1] arg
 
 
 cdef void _avg_plane(const Window* g, const floating* x, floating* out) noexcept nogil:
-    cdef int oh, ow, r, c, r0, r1, c0, c1, h0, w0
+    cdef int oh, ow, r, c, r0, r1, c0, c1
     cdef floating total, area = g.kh * g.kw  # count_include_pad: padded zeros count too
     for oh in range(g.OH):
-        h0 = oh * g.sh - g.ph
-        r0 = max(h0, 0)
-        r1 = min(h0 + g.kh, g.H)
+        _clip(oh, g.sh, g.ph, g.kh, g.H, &r0, &r1)
         for ow in range(g.OW):
-            w0 = ow * g.sw - g.pw
-            c0 = max(w0, 0)
-            c1 = min(w0 + g.kw, g.W)
+            _clip(ow, g.sw, g.pw, g.kw, g.W, &c0, &c1)
             total = 0
             for r in range(r0, r1):
                 for c in range(c0, c1):
@@ -139,17 +140,13 @@ cdef void _avg_plane(const Window* g, const floating* x, floating* out) noexcept
 
 
 cdef void _avg_plane_backward(const Window* g, const floating* dout, floating* dx) noexcept nogil:
-    cdef int oh, ow, r, c, r0, r1, c0, c1, h0, w0
+    cdef int oh, ow, r, c, r0, r1, c0, c1
     cdef floating share, area = g.kh * g.kw
     memset(dx, 0, g.H * g.W * sizeof(floating))
     for oh in range(g.OH):
-        h0 = oh * g.sh - g.ph
-        r0 = max(h0, 0)
-        r1 = min(h0 + g.kh, g.H)
+        _clip(oh, g.sh, g.ph, g.kh, g.H, &r0, &r1)
         for ow in range(g.OW):
-            w0 = ow * g.sw - g.pw
-            c0 = max(w0, 0)
-            c1 = min(w0 + g.kw, g.W)
+            _clip(ow, g.sw, g.pw, g.kw, g.W, &c0, &c1)
             share = dout[oh * g.OW + ow] / area
             for r in range(r0, r1):
                 for c in range(c0, c1):
