@@ -8,11 +8,13 @@ The candidates are the available backends except the ``naive`` reference, in reg
 - A call big enough for the choice to matter (conv: at least ``MEASURE_MIN_FLOPS`` forward
   flops; pooling: at least ``MEASURE_MIN_POOL_OPS`` window reads) is **measured once**, like
   ``torch.backends.cudnn.benchmark``: each candidate runs forward + backward on random inputs
-  of that signature (one untimed warm-up call absorbs JIT compilation and workspace growth,
-  then the best of ``MEASURE_REPEATS`` timed runs counts; a candidate already ``SLOW_FACTOR``
-  times slower than the best so far after one timed run is dropped), and the fastest is
-  cached for the signature. A candidate later in registry order must be ``SWITCH_MARGIN``
-  faster to displace an earlier one, so timing noise does not flip near-ties. Forward and backward are timed together because a backward always runs on the
+  of that signature, first once untimed (JIT compilation, workspace growth), then in
+  ``MEASURE_ROUNDS`` interleaved rounds of settled calls, exactly as ``fastconv bench``
+  times backends side by side (see ``fastconv._timing`` for why). A candidate already
+  ``SLOW_FACTOR`` times slower than the best after the first round is not timed again. The
+  lowest median wins and is cached for the signature; a candidate later in registry order
+  must be ``SWITCH_MARGIN`` faster to displace an earlier one, so noise does not flip
+  near-ties. Forward and backward are timed together because a backward always runs on the
   backend its forward picked.
 - Smaller calls take the first candidate, which the benchmarks show is fastest or within
   noise there; timing them would cost more than any choice could save.
@@ -30,20 +32,20 @@ Pinning a backend
 from __future__ import annotations
 
 import os
+import statistics
 import threading
-import time
 
 import numpy as np
 
-from . import _registry
+from . import _registry, _timing
 
 MEASURE_MIN_FLOPS = 1e7
 MEASURE_MIN_POOL_OPS = 1e6
-MEASURE_REPEATS = 3
-# A later candidate must beat an earlier one by this fraction: timings on a busy machine
-# jitter by more than the gaps between near-equal backends, and registry order is the prior.
-SWITCH_MARGIN = 0.05
-SLOW_FACTOR = 3.0  # a candidate this many times slower than the best so far is not timed again
+MEASURE_ROUNDS = 5
+# A later candidate must beat an earlier one by this fraction: medians on a busy machine still
+# jitter by a few percent, and registry order is the prior.
+SWITCH_MARGIN = 0.03
+SLOW_FACTOR = 3.0  # a candidate this many times slower than the best after one round is dropped
 REFERENCE = "naive"
 
 _lock = threading.Lock()
@@ -86,13 +88,18 @@ def choose(op: str, signature: tuple) -> str:
             return known
         winner = names[0]
         if len(names) > 1 and autotune_enabled() and _work(op, signature) >= _threshold(op):
-            best = float("inf")
-            for name in names:
-                elapsed = _time_forward_backward(name, op, signature, SLOW_FACTOR * best)
-                if elapsed < best * (1.0 - SWITCH_MARGIN):
-                    winner, best = name, elapsed
+            winner = _fastest(names, _measure(names, op, signature))
         _decisions[key] = winner
         return winner
+
+
+def _fastest(names: list[str], seconds: dict[str, float]) -> str:
+    """The candidate with the lowest time; a later one must win by ``SWITCH_MARGIN``."""
+    winner, best = names[0], seconds[names[0]]
+    for name in names[1:]:
+        if seconds[name] < best * (1.0 - SWITCH_MARGIN):
+            winner, best = name, seconds[name]
+    return winner
 
 
 def _threshold(op: str) -> float:
@@ -107,17 +114,41 @@ def _work(op: str, signature: tuple) -> float:
     return float(x_shape[0] * x_shape[1] * p.out_h * p.out_w * p.kernel_h * p.kernel_w)
 
 
-def _time_forward_backward(name: str, op: str, signature: tuple, give_up_after: float = float("inf")) -> float:
-    """Best wall time of forward + backward of backend ``name`` on random inputs of ``signature``.
+def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
+    """Median seconds of forward + backward of each backend in ``names`` on ``signature``.
 
-    Infinite if the backend fails (a broken candidate must not break the call). A candidate
-    whose first timed run already exceeds ``give_up_after`` is not timed again: it has lost,
-    and a slow backend on a big call would otherwise cost seconds more.
+    Infinite for a backend that fails (a broken candidate must not break the call).
     """
-    try:
-        return _best_time(_runner(_registry.get_module(name), op, signature), give_up_after)
-    except Exception:
-        return float("inf")
+    runs, failed = {}, set()
+    for name in names:
+        try:
+            run = _runner(_registry.get_module(name), op, signature)
+            run()  # warm-up: JIT compilation, workspace growth, first touch of fresh pages
+        except Exception:
+            failed.add(name)
+            continue
+        runs[name] = _recording_failure(run, name, failed)
+
+    def wants_more(name: str, samples: dict[str, list[float]]) -> bool:
+        if name in failed or len(samples[name]) >= MEASURE_ROUNDS:
+            return False
+        if samples[name]:  # lost already: a slow backend on a big call would cost seconds more
+            fastest = min(taken[0] for other, taken in samples.items() if taken and other not in failed)
+            return samples[name][0] <= SLOW_FACTOR * fastest
+        return True
+
+    samples = _timing.interleaved(runs, wants_more)
+    return {name: statistics.median(samples[name]) if name not in failed else float("inf") for name in names}
+
+
+def _recording_failure(run, name: str, failed: set):
+    def guarded():
+        if name not in failed:
+            try:
+                run()
+            except Exception:
+                failed.add(name)
+    return guarded
 
 
 def _runner(module, op: str, signature: tuple):
@@ -143,15 +174,3 @@ def _runner(module, op: str, signature: tuple):
             _, ctx = forward(x, p)
             backward(dout, x, ctx, p)
     return run
-
-
-def _best_time(run, give_up_after: float) -> float:
-    run()  # warm-up: JIT compilation, workspace growth, first touch of fresh pages
-    best = float("inf")
-    for _ in range(MEASURE_REPEATS):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-        if best > give_up_after:
-            break
-    return best

@@ -1,4 +1,6 @@
 """The `auto` backend: valid choices, one measurement per signature, fallbacks, correct results."""
+import time
+
 import numpy as np
 import pytest
 
@@ -25,11 +27,11 @@ def fake_timings(monkeypatch):
     calls = []
     table = {}
 
-    def fake(name, op, signature, give_up_after=float("inf")):
-        calls.append((name, op, signature))
-        return table.get(name, 1.0)
+    def fake(names, op, signature):
+        calls.append((tuple(names), op, signature))
+        return {name: table.get(name, 1.0) for name in names}
 
-    monkeypatch.setattr(_auto, "_time_forward_backward", fake)
+    monkeypatch.setattr(_auto, "_measure", fake)
     return table, calls
 
 
@@ -50,13 +52,23 @@ def test_big_signature_is_measured_once_and_the_fastest_is_cached(monkeypatch, f
     table, calls = fake_timings
     table.update(cython=3.0, numba=1.0, im2col=2.0)
     assert _auto.choose("conv2d", BIG_CONV) == "numba"
-    assert sorted(name for name, _, _ in calls) == ["cython", "im2col", "numba"]  # never naive
+    assert calls[0][0] == ("cython", "numba", "im2col")  # never naive
     assert _auto.choose("conv2d", BIG_CONV) == "numba"
-    assert len(calls) == 3
+    assert len(calls) == 1
     assert _auto.decisions()[("conv2d", BIG_CONV)] == "numba"
     other = BIG_CONV[:4] + ("d",)  # another dtype is another signature
     _auto.choose("conv2d", other)
-    assert len(calls) == 6
+    assert len(calls) == 2
+
+
+def test_a_near_tie_keeps_the_earlier_candidate(monkeypatch, fake_timings):
+    only_backends(monkeypatch, ["cython", "numba", "naive"])
+    table, _ = fake_timings
+    table.update(cython=1.0, numba=1.0 - _auto.SWITCH_MARGIN / 2)
+    assert _auto.choose("conv2d", BIG_CONV) == "cython"
+    _auto.clear()
+    table.update(numba=1.0 - 2 * _auto.SWITCH_MARGIN)
+    assert _auto.choose("conv2d", BIG_CONV) == "numba"
 
 
 def test_small_signature_takes_first_candidate_without_measuring(monkeypatch, fake_timings):
@@ -98,24 +110,27 @@ def test_a_failing_candidate_is_never_picked(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(_registry, "get_module", broken)
-    monkeypatch.setattr(_auto, "MEASURE_REPEATS", 1)
+    monkeypatch.setattr(_auto, "MEASURE_ROUNDS", 1)
     monkeypatch.setattr(_auto, "MEASURE_MIN_FLOPS", 0.0)
-    assert _auto._time_forward_backward("cython", "conv2d", SMALL_CONV) == float("inf")
+    seconds = _auto._measure(["cython", "numba"], "conv2d", SMALL_CONV)
+    assert seconds["cython"] == float("inf") and np.isfinite(seconds["numba"])
     assert _auto.choose("conv2d", SMALL_CONV) == "numba"
 
 
 def test_real_measurement_returns_finite_times():
     tiny_conv = ((2, 3, 8, 8), (4, 3, 3, 3), True, ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8), "d")
-    for name in _auto.candidates():
-        assert np.isfinite(_auto._time_forward_backward(name, "conv2d", tiny_conv))
-        assert np.isfinite(_auto._time_forward_backward(name, "avg_pool2d",
-                                                        ((2, 3, 8, 8), PoolParams(2, 2, 2, 2, 0, 0, 4, 4), "f")))
+    tiny_pool = ((2, 3, 8, 8), PoolParams(2, 2, 2, 2, 0, 0, 4, 4), "f")
+    names = _auto.candidates()
+    for op, signature in (("conv2d", tiny_conv), ("avg_pool2d", tiny_pool)):
+        seconds = _auto._measure(names, op, signature)
+        assert sorted(seconds) == sorted(names)
+        assert all(np.isfinite(t) and t > 0 for t in seconds.values())
 
 
 @pytest.mark.parametrize("case", CONV_SMALL, ids=lambda c: c.name)
 def test_auto_results_match_naive(case, dtype, monkeypatch):
     monkeypatch.setattr(_auto, "MEASURE_MIN_FLOPS", 0.0)  # force the measured path
-    monkeypatch.setattr(_auto, "MEASURE_REPEATS", 1)
+    monkeypatch.setattr(_auto, "MEASURE_ROUNDS", 1)
     x, w, b, dout = conv_inputs(case, dtype)
     args = (case.stride, case.padding, case.dilation, case.groups)
     out, cache = fastconv.conv2d_forward(x, w, b, *args, backend="auto")
@@ -126,10 +141,34 @@ def test_auto_results_match_naive(case, dtype, monkeypatch):
         assert_close(a, e)
 
 
-def test_a_clearly_slower_candidate_is_timed_only_once():
-    calls = []
-    _auto._best_time(lambda: calls.append(1), give_up_after=-1.0)
-    assert len(calls) == 2  # warm-up + one timed run
-    calls.clear()
-    _auto._best_time(lambda: calls.append(1), give_up_after=float("inf"))
-    assert len(calls) == 1 + _auto.MEASURE_REPEATS
+def fake_runners(monkeypatch, sleep_by_name):
+    """Candidates that sleep for a given time; returns the log of (name) per call, warm-ups included."""
+    log = []
+
+    def runner(module, op, signature):
+        name = module
+
+        def run():
+            log.append(name)
+            time.sleep(sleep_by_name[name])
+        return run
+
+    monkeypatch.setattr(_registry, "get_module", lambda name: name)
+    monkeypatch.setattr(_auto, "_runner", runner)
+    return log
+
+
+def test_candidates_are_timed_in_rotated_interleaved_rounds(monkeypatch):
+    log = fake_runners(monkeypatch, {"a": 0.0, "b": 0.0, "c": 0.0})
+    monkeypatch.setattr(_auto, "MEASURE_ROUNDS", 3)
+    _auto._measure(["a", "b", "c"], "conv2d", BIG_CONV)
+    settled_rounds = ["aabbcc", "bbccaa", "ccaabb"]  # each timed call follows an untimed one
+    assert "".join(log) == "abc" + "".join(settled_rounds)
+
+
+def test_a_clearly_slower_candidate_is_timed_only_once(monkeypatch):
+    log = fake_runners(monkeypatch, {"fast": 0.001, "slow": 0.02})
+    seconds = _auto._measure(["fast", "slow"], "conv2d", BIG_CONV)
+    assert log.count("slow") == 3  # warm-up + the first round's settling and timed calls
+    assert log.count("fast") == 1 + 2 * _auto.MEASURE_ROUNDS
+    assert seconds["slow"] > _auto.SLOW_FACTOR * seconds["fast"]

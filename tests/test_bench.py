@@ -14,6 +14,7 @@ import pytest
 import fastconv
 from fastconv import cli
 from fastconv.bench import compare as cmp
+from fastconv.bench import report
 from fastconv.bench import runner
 from fastconv.bench import workloads as wl
 
@@ -229,7 +230,7 @@ def test_measure_interleaves_rotates_and_respects_repeats_and_budget():
     calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
     samples = runner.measure(calls, runner.Settings(min_repeats=3, max_repeats=3, budget_s=0.0))
     assert {name: len(s) for name, s in samples.items()} == {"a": 3, "b": 3, "c": 3}
-    assert order == list("abc" "bca" "cab")
+    assert "".join(order) == "aabbcc" "bbccaa" "ccaabb"  # each timed call follows an untimed one
     samples = runner.measure(calls, runner.Settings(min_repeats=1, max_repeats=7, budget_s=60.0))
     assert {len(s) for s in samples.values()} == {7}
 
@@ -291,3 +292,14 @@ def test_pytest_benchmark_suite_checks_and_runs(tmp_path):
          "-k", "small-pool2-maxpool_fwd_bwd-float32"], cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(TINY_BACKENDS)} passed" in result.stdout
+
+
+def test_auto_is_compared_with_the_best_single_backend_on_large_cases():
+    def row(case, backend, ms):
+        return dict(case=case, op="conv_fwd_bwd", dtype="float64", backend=backend, median_s=ms / 1e3)
+    records = [row("vgg-c64", "cython", 10), row("vgg-c64", "numba", 8), row("vgg-c64", wl.AUTO, 8.8),
+               row("vgg-c64", wl.TORCH, 4), row("small-s2", "numba", 1), row("small-s2", wl.AUTO, 5)]
+    text = report.format_auto_vs_best(records)
+    assert "worst 1.10" in text and "(best: numba)" in text
+    assert "small-s2" not in text  # the small cases are there for the naive reference only
+    assert report.format_auto_vs_best([row("vgg-c64", "numba", 8)]) == ""

@@ -94,9 +94,29 @@ def format_gemm_fractions(records: list[dict]) -> str:
     return "\n".join(["Conv forward GFLOP/s as a share of the same-size numpy GEMM:"] + lines) if lines else ""
 
 
+def format_auto_vs_best(records: list[dict]) -> str:
+    """`auto`'s median over the best single backend's (of those it chooses from), per large workload."""
+    lines = []
+    for group in by_workload(records):
+        if group[0]["case"] in wl.SMALL_CASES:
+            continue
+        medians = {r["backend"]: r["median_s"] for r in group if r["median_s"]}
+        singles = {name: t for name, t in medians.items() if name not in (wl.AUTO, wl.TORCH, wl.GEMM, "naive")}
+        if wl.AUTO not in medians or not singles:
+            continue
+        best = min(singles, key=singles.get)
+        lines.append((medians[wl.AUTO] / singles[best], f"  {group[0]['case']:<17} {group[0]['op']:<16} "
+                      f"{group[0]['dtype']:<8} {medians[wl.AUTO] / singles[best]:5.2f}  (best: {best})"))
+    if not lines:
+        return ""
+    worst = max(ratio for ratio, _ in lines)
+    return "\n".join([f"auto median / best single backend's median (worst {worst:.2f}):"]
+                     + [line for _, line in lines])
+
+
 def format_report(records: list[dict]) -> str:
     parts = [format_table(group) for group in by_workload(records)]
-    summaries = [format_summary(records), format_gemm_fractions(records)]
+    summaries = [format_summary(records), format_gemm_fractions(records), format_auto_vs_best(records)]
     return "\n\n".join(parts + [summary for summary in summaries if summary])
 
 

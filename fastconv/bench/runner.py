@@ -1,13 +1,12 @@
-"""Timing: backends interleaved round by round, a warm-up call first, medians of perf_counter samples."""
+"""Timing: backends side by side (interleaved, settled calls), a warm-up call first, medians of samples."""
 from __future__ import annotations
 
-import gc
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import fastconv
+from fastconv import _timing
 
 from . import workloads as wl
 
@@ -25,41 +24,16 @@ FULL = Settings()
 QUICK = Settings(min_repeats=3, max_repeats=30, budget_s=0.3)
 
 
-def timed_call(call: Callable) -> float:
-    """Seconds one call takes, the garbage collector paused as timeit does."""
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        call()
-        return time.perf_counter() - start
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-
-
 def measure(calls: dict[str, Callable], settings: Settings) -> dict[str, list[float]]:
-    """Time every call round by round so that machine noise hits all of them alike.
-
-    Each round times every call that still needs samples (fewer than ``min_repeats``, or fewer
-    than ``max_repeats`` and less than ``budget_s`` spent); the starting call rotates from
-    round to round. Returns the samples (seconds) per name. No warm-up here: callers warm up.
+    """Time every call side by side (``fastconv._timing.interleaved``: rotating rounds, each timed
+    call settled by an untimed one) until each has ``min_repeats`` samples, and more, up to
+    ``max_repeats``, while it has used less than ``budget_s``. No warm-up here: callers warm up.
     """
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    spent = dict.fromkeys(calls, 0.0)
-    rounds = 0
-    while True:
-        due = [name for name in calls
-               if len(samples[name]) < settings.min_repeats
-               or (len(samples[name]) < settings.max_repeats and spent[name] < settings.budget_s)]
-        if not due:
-            return samples
-        start = rounds % len(due)
-        for name in due[start:] + due[:start]:
-            seconds = timed_call(calls[name])
-            samples[name].append(seconds)
-            spent[name] += seconds
-        rounds += 1
+    def wants_more(name: str, samples: dict[str, list[float]]) -> bool:
+        taken = samples[name]
+        return len(taken) < settings.min_repeats or (
+            len(taken) < settings.max_repeats and sum(taken) < settings.budget_s)
+    return _timing.interleaved(calls, wants_more)
 
 
 def medians(workload: wl.Workload, backends, settings: Settings) -> dict[str, float]:

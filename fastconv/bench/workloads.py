@@ -14,6 +14,8 @@ TORCH = "torch"
 # Peer row on conv forward: numpy's matrix product of the conv's GEMM size (same flop count),
 # the yardstick for how much of the BLAS speed a conv backend reaches.
 GEMM = "gemm"
+# fastconv's default: its warm-up call is where it measures the candidates and picks one.
+AUTO = "auto"
 CONV_OPS = ("conv_fwd", "conv_fwd_bwd")
 POOL_OPS = ("maxpool_fwd_bwd", "avgpool_fwd_bwd")
 OPS = CONV_OPS + POOL_OPS
@@ -143,8 +145,8 @@ def torch_module():
 
 
 def usable_backends() -> tuple[str, ...]:
-    """Every row this machine can time: fastconv's backends, PyTorch when installed, numpy's GEMM."""
-    return fastconv.available_backends() + ((TORCH,) if torch_module() is not None else ()) + (GEMM,)
+    """Every row this machine can time: fastconv's backends, `auto`, PyTorch when installed, numpy's GEMM."""
+    return fastconv.available_backends() + (AUTO,) + ((TORCH,) if torch_module() is not None else ()) + (GEMM,)
 
 
 def runs_on(workload: Workload, backend: str) -> bool:
