@@ -220,21 +220,3 @@ def test_pointwise_conv_uses_x_as_its_own_columns(two_threads, dtype):
 def test_build_info():
     info = numba_backend.build_info()
     assert {"numba", "threading_layer", "cache", "tbb"} <= set(info)
-
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2)])
-def test_all_thread_gemm_path_in_small_steps(monkeypatch, two_threads, dtype, stride, dilation):
-    # Every conv through numpy's BLAS, at most two samples per step: 7 samples leave a partial step.
-    monkeypatch.setattr(numba_backend, "uses_all_thread_gemms", lambda *args: True)
-    monkeypatch.setattr(numba_backend, "COLS_STEP_BYTES", 2 * 4 * 9 * 36 * np.dtype(dtype).itemsize)
-    x, w, b, dout = _conv_inputs(dtype=dtype)
-    kw = dict(groups=2, stride=stride, dilation=dilation, padding=1)
-    results = {}
-    for backend in ("numba", "naive"):
-        out, cache = fastconv.conv2d_forward(x, w, b, backend=backend, **kw)
-        grad = np.ascontiguousarray(dout[:, :, :out.shape[2], :out.shape[3]])
-        results[backend] = (out, *fastconv.conv2d_backward(grad, cache))
-    for got, want in zip(results["numba"], results["naive"]):
-        assert_close(got, want)

@@ -61,57 +61,64 @@ cdef inline void _valid_columns(const Geometry* g, int kw, int* off, int* lo, in
         hi[0] = lo[0]
 
 
+cdef void _im2col_channel(const Geometry* g, const floating* plane, int oh0, int oh1,
+                          floating* dst) noexcept nogil:
+    # dst[(kh, kw), (oh - oh0, ow)] = padded plane[oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
+    cdef int kh, kw, oh, ow, ih, off, lo, hi
+    cdef const floating* src
+    for kh in range(g.KH):
+        for kw in range(g.KW):
+            _valid_columns(g, kw, &off, &lo, &hi)
+            for oh in range(oh0, oh1):
+                ih = oh * g.sh - g.ph + kh * g.dh
+                if ih < 0 or ih >= g.H:
+                    memset(dst, 0, g.OW * sizeof(floating))
+                else:
+                    src = plane + ih * g.W + off
+                    memset(dst, 0, lo * sizeof(floating))
+                    if g.sw == 1:
+                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow] = src[ow * g.sw]
+                    memset(dst + hi, 0, (g.OW - hi) * sizeof(floating))
+                dst += g.OW
+
+
 cdef void _im2col(const Geometry* g, const floating* image, int oh0, int oh1,
                   floating* col) noexcept nogil:
-    # col[(c, kh, kw), (oh - oh0, ow)] = padded image[c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
-    cdef int cols = (oh1 - oh0) * g.OW
-    cdef int c, kh, kw, oh, ow, ih, off, lo, hi
-    cdef floating* dst
-    cdef const floating* src
+    # The columns of a group's Cg channels, one channel's KH*KW rows after another.
+    cdef int c, rows = g.KH * g.KW * (oh1 - oh0) * g.OW
     for c in range(g.Cg):
-        for kh in range(g.KH):
-            for kw in range(g.KW):
-                _valid_columns(g, kw, &off, &lo, &hi)
-                dst = col + ((c * g.KH + kh) * g.KW + kw) * cols
-                for oh in range(oh0, oh1):
-                    ih = oh * g.sh - g.ph + kh * g.dh
-                    if ih < 0 or ih >= g.H:
-                        memset(dst, 0, g.OW * sizeof(floating))
+        _im2col_channel(g, image + c * g.H * g.W, oh0, oh1, col + c * rows)
+
+
+cdef void _col2im_channel(const Geometry* g, const floating* src, int oh0, int oh1,
+                          floating* plane) noexcept nogil:
+    # The adjoint of _im2col_channel: scatter-add src back into plane (padding cells dropped).
+    cdef int kh, kw, oh, ow, ih, off, lo, hi
+    cdef floating* dst
+    for kh in range(g.KH):
+        for kw in range(g.KW):
+            _valid_columns(g, kw, &off, &lo, &hi)
+            for oh in range(oh0, oh1):
+                ih = oh * g.sh - g.ph + kh * g.dh
+                if ih >= 0 and ih < g.H:
+                    dst = plane + ih * g.W + off
+                    if g.sw == 1:  # a unit stride the compiler can vectorize
+                        for ow in range(lo, hi):
+                            dst[ow] += src[ow]
                     else:
-                        src = image + (c * g.H + ih) * g.W + off
-                        memset(dst, 0, lo * sizeof(floating))
-                        if g.sw == 1:
-                            memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
-                        else:
-                            for ow in range(lo, hi):
-                                dst[ow] = src[ow * g.sw]
-                        memset(dst + hi, 0, (g.OW - hi) * sizeof(floating))
-                    dst += g.OW
+                        for ow in range(lo, hi):
+                            dst[ow * g.sw] += src[ow]
+                src += g.OW
 
 
 cdef void _col2im(const Geometry* g, const floating* col, int oh0, int oh1,
                   floating* image) noexcept nogil:
-    # The adjoint of _im2col: scatter-add col back into image (padding cells are dropped).
-    cdef int cols = (oh1 - oh0) * g.OW
-    cdef int c, kh, kw, oh, ow, ih, off, lo, hi
-    cdef const floating* src
-    cdef floating* dst
+    cdef int c, rows = g.KH * g.KW * (oh1 - oh0) * g.OW
     for c in range(g.Cg):
-        for kh in range(g.KH):
-            for kw in range(g.KW):
-                _valid_columns(g, kw, &off, &lo, &hi)
-                src = col + ((c * g.KH + kh) * g.KW + kw) * cols
-                for oh in range(oh0, oh1):
-                    ih = oh * g.sh - g.ph + kh * g.dh
-                    if ih >= 0 and ih < g.H:
-                        dst = image + (c * g.H + ih) * g.W + off
-                        if g.sw == 1:  # a unit stride the compiler can vectorize
-                            for ow in range(lo, hi):
-                                dst[ow] += src[ow]
-                        else:
-                            for ow in range(lo, hi):
-                                dst[ow * g.sw] += src[ow]
-                    src += g.OW
+        _col2im_channel(g, col + c * rows, oh0, oh1, image + c * g.H * g.W)
 
 
 cdef void _forward_item(const Geometry* g, const floating* x, const floating* w, const floating* bias,
@@ -227,3 +234,36 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
                                  n, &dw_parts[0, 0] + chunk * dw_stride,
                                  db_base + chunk * db_stride if has_bias else NULL,
                                  &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride)
+
+
+def im2col_planes(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple kernel_shape,
+                  tuple params, int num_threads):
+    """cols[n] <- the im2col matrix of x[n] (cols: (N, C*KH*KW, OH*OW)), in parallel over
+    (sample, channel) planes. kernel_shape: (KH, KW, OH, OW)."""
+    cdef Geometry g = _plane_geometry(x.shape, kernel_shape, params)
+    cdef Py_ssize_t task, n_tasks = x.shape[0] * g.C, rows = g.KH * g.KW
+    for task in prange(n_tasks, nogil=True, schedule="guided", num_threads=num_threads):
+        _im2col_channel(&g, &x[task // g.C, task % g.C, 0, 0], 0, g.OH,
+                        &cols[task // g.C, (task % g.C) * rows, 0])
+
+
+def col2im_planes(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx, tuple kernel_shape,
+                  tuple params, int num_threads):
+    """dx[n] <- the col2im scatter-add of cols[n], in parallel over (sample, channel) planes."""
+    cdef Geometry g = _plane_geometry(dx.shape, kernel_shape, params)
+    cdef Py_ssize_t task, n_tasks = dx.shape[0] * g.C, rows = g.KH * g.KW
+    for task in prange(n_tasks, nogil=True, schedule="guided", num_threads=num_threads):
+        memset(&dx[task // g.C, task % g.C, 0, 0], 0, g.H * g.W * sizeof(floating))
+        _col2im_channel(&g, &cols[task // g.C, (task % g.C) * rows, 0], 0, g.OH,
+                        &dx[task // g.C, task % g.C, 0, 0])
+
+
+cdef Geometry _plane_geometry(Py_ssize_t* x_shape, tuple kernel_shape, tuple params):
+    # The geometry one channel plane needs (no filters, no groups: each plane stands alone).
+    cdef Geometry g
+    g.C, g.H, g.W = x_shape[1], x_shape[2], x_shape[3]
+    g.KH, g.KW, g.OH, g.OW = kernel_shape
+    g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups = params
+    g.F = g.Cg = g.Fg = g.tile_rows = g.n_tiles = 0
+    g.identity = False
+    return g

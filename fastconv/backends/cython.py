@@ -12,6 +12,9 @@ the thread that takes a chunk rebuilds each sample's columns, adds ``dout @ cols
 chunk's own dw (and db) partial, and writes the sample's dx through ``w^T @ dout`` plus a
 col2im scatter. The partials are then summed in chunk order, so results are bitwise
 reproducible at a fixed thread count.
+Pointwise convs and deep convs on small images (``uses_big_gemms``) instead take the shared
+big-GEMM path (``_big_gemms``): OpenMP im2col/col2im over (sample, channel) planes around a
+few large products on numpy's BLAS with every thread, outside any parallel region.
 Pooling runs one (sample, channel) plane per iteration; max-pool keeps the winner's flat
 index as int32 for backward.
 
@@ -45,7 +48,8 @@ import numpy as np
 
 from .. import _registry
 from .._threads import get_num_threads, inner_blas_single_threaded
-from . import _workspace
+from . import _big_gemms, _workspace
+from ._big_gemms import is_pointwise
 
 
 def _libgomp_loaded() -> bool:
@@ -181,8 +185,36 @@ def _tile_rows(w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
     return max(1, min(p.out_h, max(by_bytes, by_positions)))
 
 
-def _is_identity(w_shape, p) -> bool:
-    return w_shape[2:] == (1, 1) and (p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 0, 0)
+# GEMM depth (C/G*KH*KW) and output positions per image for which the big-GEMM path wins.
+BIG_GEMMS_MIN_DEPTH = 512
+BIG_GEMMS_MAX_POSITIONS = 256
+
+
+def uses_big_gemms(w_shape, p) -> bool:
+    """Whether the GEMMs run as big products on numpy's BLAS with all threads (``_big_gemms``)
+    instead of one GEMM per thread and work item.
+
+    Measured here: a pointwise conv needs no copies at all, so it is nothing but GEMMs; a deep
+    conv on a small image gives each thread short GEMMs that spend their time packing the
+    weights.
+    """
+    if w_shape[0] // p.groups < 4:
+        return False
+    deep = w_shape[1] * w_shape[2] * w_shape[3] >= BIG_GEMMS_MIN_DEPTH
+    return is_pointwise(w_shape, p) or (deep and p.out_h * p.out_w <= BIG_GEMMS_MAX_POSITIONS)
+
+
+def _plane_kernels(w_shape, p):
+    """The (im2col, col2im) pair ``_big_gemms`` calls, on this module's OpenMP kernels."""
+    kernel_shape, params = (w_shape[2], w_shape[3], p.out_h, p.out_w), _conv_params(p)
+
+    def im2col(x_part, cols):
+        _run(_cy_conv.im2col_planes, x_part, cols, kernel_shape, params, _threads(x_part.shape[0] * x_part.shape[1]))
+
+    def col2im(cols, dx_part):
+        _run(_cy_conv.col2im_planes, cols, dx_part, kernel_shape, params,
+             _threads(dx_part.shape[0] * dx_part.shape[1]))
+    return im2col, col2im
 
 
 def conv2d_forward(x, w, b, p):
@@ -190,6 +222,8 @@ def conv2d_forward(x, w, b, p):
         name = _fallback_backend()
         out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
         return out, Delegated(name, ctx)
+    if uses_big_gemms(w.shape, p):
+        return _big_gemms.forward(x, w, b, p, _plane_kernels(w.shape, p)[0]), None
     n = x.shape[0]
     wanted = _threads(get_num_threads())
     rows = _tile_rows(w.shape, p, x.dtype.itemsize, wanted, 1)
@@ -197,7 +231,7 @@ def conv2d_forward(x, w, b, p):
         rows = min(rows, -(-p.out_h // -(-wanted // n)))
     n_tiles = -(-p.out_h // rows)
     threads = _threads(n * n_tiles)
-    tile = 1 if _is_identity(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
+    tile = 1 if is_pointwise(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
     col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
     out = np.empty((n, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = _empty(x.dtype) if b is None else b
@@ -216,9 +250,11 @@ def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
 def conv2d_backward(dout, x, w, ctx, p, has_bias):
     if isinstance(ctx, Delegated):
         return _registry.get_module(ctx.backend).conv2d_backward(dout, x, w, ctx.ctx, p, has_bias)
+    if uses_big_gemms(w.shape, p):
+        return _big_gemms.backward(dout, x, w, p, has_bias, *_plane_kernels(w.shape, p))
     threads = _threads(x.shape[0])
     rows = _tile_rows(w.shape, p, x.dtype.itemsize, threads, 2)
-    tile = 1 if _is_identity(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
+    tile = 1 if is_pointwise(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
     col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
     dcol = _workspace.scratch("cython.dcol", (threads, tile), x.dtype)
     chunks = _backward_chunks(x.shape[0], threads, w.size * x.dtype.itemsize)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._threads import inner_blas_single_threaded
-from . import _numba_conv, _numba_pool, _numba_runtime
+from . import _big_gemms, _numba_conv, _numba_pool, _numba_runtime
+from ._big_gemms import is_pointwise
 from ._workspace import batch_chunk, scratch
 
 build_info = _numba_runtime.build_info
@@ -29,16 +30,6 @@ def uses_direct_loops(w_shape, groups) -> bool:
     or few weights per filter."""
     n_filters, c_group, kh, kw = w_shape
     return n_filters // groups < 4 or c_group * kh * kw < 4
-
-
-def is_pointwise(w_shape, p) -> bool:
-    """1x1 kernel, stride 1, no padding: x[n] viewed as (C, H*W) is already its im2col matrix."""
-    return w_shape[2:] == (1, 1) and (p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 0, 0)
-
-
-def _grouped_matrices(a, groups):
-    """(N, C, ...) as (N, G, C/G, rest): per-group GEMM operands."""
-    return a.reshape(a.shape[0], groups, a.shape[1] // groups, -1)
 
 
 # GEMM depth (C/G*KH*KW) from which numpy's BLAS on all threads pays off.
@@ -62,66 +53,27 @@ def uses_all_thread_gemms(w_shape, p, dtype) -> bool:
     return is_pointwise(w_shape, p) or (deep and (np.dtype(dtype) == np.float32 or short))
 
 
-# Columns of this many bytes per step: the GEMMs then read what the im2col just wrote from cache.
-COLS_STEP_BYTES = 4 * 2**20
+def _im2col(p, kh, kw):
+    def im2col(x_part, cols):
+        with _numba_runtime.parallel_region():
+            _numba_conv.im2col_planes(x_part, kh, kw, _conv_geom(p), p.out_h, p.out_w, cols)
+    return im2col
 
 
-def _steps(n_batch, bytes_per_sample):
-    step = batch_chunk(n_batch, bytes_per_sample, COLS_STEP_BYTES)
-    return [slice(s0, min(n_batch, s0 + step)) for s0 in range(0, n_batch, step)]
-
-
-def _columns(x_part, w_shape, p):
-    """(n, C*KH*KW, OH*OW) columns of x_part: x itself for a pointwise conv, else a workspace."""
-    if is_pointwise(w_shape, p):
-        return x_part.reshape(x_part.shape[0], x_part.shape[1], -1)
-    kh, kw = w_shape[2:]
-    cols = scratch("numba.cols", (x_part.shape[0], x_part.shape[1] * kh * kw, p.out_h * p.out_w), x_part.dtype)
-    with _numba_runtime.parallel_region():
-        _numba_conv.im2col_planes(x_part, kh, kw, _conv_geom(p), p.out_h, p.out_w, cols)
-    return cols
-
-
-def _forward_all_thread_gemms(x, w, b, p, out):
-    weights = w.reshape(p.groups, w.shape[0] // p.groups, -1)
-    for part in _steps(x.shape[0], x.shape[1] * w[0, 0].size * out[0, 0].size * x.itemsize):
-        cols = _columns(x[part], w.shape, p)
-        np.matmul(weights, _grouped_matrices(cols, p.groups), out=_grouped_matrices(out[part], p.groups))
-    if b is not None:
-        out += b[:, None, None]
-
-
-def _backward_all_thread_gemms(dout, x, w, p, has_bias):
-    groups = p.groups
-    weights = w.reshape(groups, w.shape[0] // groups, -1)
-    dout_mats = _grouped_matrices(dout, groups)
-    dx = np.empty_like(x)
-    dw = np.zeros(weights.shape, x.dtype)
-    pointwise = is_pointwise(w.shape, p)
-    cols_bytes = x.shape[1] * w[0, 0].size * dout[0, 0].size * x.itemsize
-    for part in _steps(x.shape[0], cols_bytes + weights.size * x.itemsize):
-        cols = _columns(x[part], w.shape, p)
-        col_mats = _grouped_matrices(cols, groups)
-        products = scratch("numba.dw", (cols.shape[0], *weights.shape), x.dtype)
-        np.matmul(dout_mats[part], col_mats.transpose(0, 1, 3, 2), out=products)
-        dw += products.sum(axis=0)
-        # The columns are dead now: their gradients overwrite them (or land in dx directly).
-        dcols = dx[part].reshape(cols.shape) if pointwise else cols
-        np.matmul(weights.transpose(0, 2, 1), dout_mats[part], out=_grouped_matrices(dcols, groups))
-        if not pointwise:
-            with _numba_runtime.parallel_region():
-                _numba_conv.col2im_planes(cols, w.shape[2], w.shape[3], _conv_geom(p), p.out_h, p.out_w, dx[part])
-    return dx, dw.reshape(w.shape), dout.sum(axis=(0, 2, 3)) if has_bias else None
+def _col2im(p, kh, kw):
+    def col2im(cols, dx_part):
+        with _numba_runtime.parallel_region():
+            _numba_conv.col2im_planes(cols, kh, kw, _conv_geom(p), p.out_h, p.out_w, dx_part)
+    return col2im
 
 
 def conv2d_forward(x, w, b, p):
     threads = _numba_runtime.use_threads()
+    if uses_all_thread_gemms(w.shape, p, x.dtype) and not uses_direct_loops(w.shape, p.groups):
+        return _big_gemms.forward(x, w, b, p, _im2col(p, *w.shape[2:])), None
     n_batch, channels = x.shape[:2]
     out = np.empty((n_batch, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = np.zeros(0, x.dtype) if b is None else b
-    if uses_all_thread_gemms(w.shape, p, x.dtype) and not uses_direct_loops(w.shape, p.groups):
-        _forward_all_thread_gemms(x, w, b, p, out)
-        return out, None
     if uses_direct_loops(w.shape, p.groups):
         with _numba_runtime.parallel_region():
             _numba_conv.conv_forward_direct(x, w, bias, b is not None, _conv_geom(p), out)
@@ -162,12 +114,13 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
             _numba_conv.conv_backward_params_direct(x, dout, geom, dw, db)
         return dx, dw, db if has_bias else None
     if uses_all_thread_gemms(w.shape, p, x.dtype):
-        return _backward_all_thread_gemms(dout, x, w, p, has_bias)
+        kh, kw = w.shape[2:]
+        return _big_gemms.backward(dout, x, w, p, has_bias, _im2col(p, kh, kw), _col2im(p, kh, kw))
 
     positions = p.out_h * p.out_w
     k_all = channels * w.shape[2] * w.shape[3]
     blocks = min(n_batch, BLOCKS_PER_THREAD * threads)
-    pointwise = w.shape[2:] == (1, 1) and (p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 0, 0)
+    pointwise = is_pointwise(w.shape, p)
     step = 1 if pointwise else backward_step(n_batch, positions, (k_all + n_filters) * positions * x.itemsize, threads)
     cols_space = scratch("numba.cols", (threads * k_all * step * positions,), x.dtype)
     dout_space = scratch("numba.dout", (threads * n_filters * step * positions,), x.dtype)

@@ -1,0 +1,55 @@
+"""The big-GEMM conv path (``_big_gemms``) shared by the compiled backends, forced on every shape."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.backends import _big_gemms
+from fastconv.testing import assert_close
+
+# Backend name -> the predicate in its module that routes a conv to the big-GEMM path.
+PREDICATES = {"numba": "uses_all_thread_gemms", "cython": "uses_big_gemms"}
+
+
+@pytest.fixture
+def two_threads():
+    fastconv.set_num_threads(2)
+    yield
+    fastconv.set_num_threads(None)
+
+
+@pytest.mark.parametrize("backend", [name for name in PREDICATES if name in fastconv.available_backends()])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel, stride, dilation, padding", [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 1), (1, 1, 1, 0)])
+def test_forced_big_gemm_path_in_small_steps(monkeypatch, two_threads, backend, dtype, kernel, stride, dilation, padding):
+    # At most two samples per step: 7 samples leave a partial step; groups=2 splits every GEMM.
+    from fastconv import _registry
+    module = _registry.get_module(backend)
+    monkeypatch.setattr(module, PREDICATES[backend], lambda *args: True)
+    monkeypatch.setattr(_big_gemms, "COLS_STEP_BYTES", 2 * 4 * kernel * kernel * 36 * np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 4, 6, 6)).astype(dtype)
+    w = rng.standard_normal((6, 2, kernel, kernel)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    kw = dict(groups=2, stride=stride, dilation=dilation, padding=padding)
+    results = {}
+    for name in (backend, "naive"):
+        out, cache = fastconv.conv2d_forward(x, w, b, backend=name, **kw)
+        dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+        results[name] = (out, *fastconv.conv2d_backward(dout, cache))
+    for got, want in zip(results[backend], results["naive"]):
+        assert_close(got, want)
+
+
+def test_cython_routes_pointwise_and_deep_small_images_to_big_gemms():
+    if "cython" not in fastconv.available_backends():
+        pytest.skip("cython backend not built")
+    from fastconv._params import ConvParams
+    from fastconv.backends import cython
+
+    def params(stride, pad, out):
+        return ConvParams(stride, stride, pad, pad, 1, 1, 1, out, out)
+    assert cython.uses_big_gemms((64, 256, 1, 1), params(1, 0, 14))           # pointwise
+    assert cython.uses_big_gemms((128, 128, 3, 3), params(1, 1, 16))          # deep, 16x16 output
+    assert not cython.uses_big_gemms((64, 64, 3, 3), params(1, 1, 32))        # 32x32 output: tiles
+    assert not cython.uses_big_gemms((25, 3, 3, 3), params(1, 1, 32))         # shallow
+    assert not cython.uses_big_gemms((3, 256, 1, 1), params(1, 0, 14))        # too few filters
