@@ -250,6 +250,8 @@ def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
 def conv2d_backward(dout, x, w, ctx, p, has_bias):
     if isinstance(ctx, Delegated):
         return _registry.get_module(ctx.backend).conv2d_backward(dout, x, w, ctx.ctx, p, has_bias)
+    if not _conv_fits_int32(x, w, p):  # `auto` may hand us another backend's (empty) ctx
+        return _registry.get_module(_fallback_backend()).conv2d_backward(dout, x, w, None, p, has_bias)
     if uses_big_gemms(w.shape, p):
         return _big_gemms.backward(dout, x, w, p, has_bias, *_plane_kernels(w.shape, p))
     threads = _threads(x.shape[0])
