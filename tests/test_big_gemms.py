@@ -25,7 +25,7 @@ def test_forced_big_gemm_path_in_small_steps(monkeypatch, two_threads, backend, 
     from fastconv import _registry
     module = _registry.get_module(backend)
     monkeypatch.setattr(module, PREDICATES[backend], lambda *args: True)
-    monkeypatch.setattr(_big_gemms, "COLS_STEP_BYTES", 2 * 4 * kernel * kernel * 36 * np.dtype(dtype).itemsize)
+    monkeypatch.setattr(_big_gemms, "WORKSPACE_LIMIT_BYTES", 2 * (4 * kernel * kernel + 6) * 36 * np.dtype(dtype).itemsize)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((7, 4, 6, 6)).astype(dtype)
     w = rng.standard_normal((6, 2, kernel, kernel)).astype(dtype)

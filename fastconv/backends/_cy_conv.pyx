@@ -62,13 +62,16 @@ cdef inline void _valid_columns(const Geometry* g, int kw, int* off, int* lo, in
 
 
 cdef void _im2col_channel(const Geometry* g, const floating* plane, int oh0, int oh1,
-                          floating* dst) noexcept nogil:
-    # dst[(kh, kw), (oh - oh0, ow)] = padded plane[oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
+                          floating* col, Py_ssize_t row_stride) noexcept nogil:
+    # col[(kh, kw) * row_stride + (oh - oh0) * OW + ow]
+    #     = padded plane[oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
     cdef int kh, kw, oh, ow, ih, off, lo, hi
     cdef const floating* src
+    cdef floating* dst
     for kh in range(g.KH):
         for kw in range(g.KW):
             _valid_columns(g, kw, &off, &lo, &hi)
+            dst = col + (kh * g.KW + kw) * row_stride
             for oh in range(oh0, oh1):
                 ih = oh * g.sh - g.ph + kh * g.dh
                 if ih < 0 or ih >= g.H:
@@ -90,17 +93,19 @@ cdef void _im2col(const Geometry* g, const floating* image, int oh0, int oh1,
     # The columns of a group's Cg channels, one channel's KH*KW rows after another.
     cdef int c, rows = g.KH * g.KW * (oh1 - oh0) * g.OW
     for c in range(g.Cg):
-        _im2col_channel(g, image + c * g.H * g.W, oh0, oh1, col + c * rows)
+        _im2col_channel(g, image + c * g.H * g.W, oh0, oh1, col + c * rows, (oh1 - oh0) * g.OW)
 
 
-cdef void _col2im_channel(const Geometry* g, const floating* src, int oh0, int oh1,
-                          floating* plane) noexcept nogil:
-    # The adjoint of _im2col_channel: scatter-add src back into plane (padding cells dropped).
+cdef void _col2im_channel(const Geometry* g, const floating* col, int oh0, int oh1,
+                          floating* plane, Py_ssize_t row_stride) noexcept nogil:
+    # The adjoint of _im2col_channel: scatter-add col back into plane (padding cells dropped).
     cdef int kh, kw, oh, ow, ih, off, lo, hi
+    cdef const floating* src
     cdef floating* dst
     for kh in range(g.KH):
         for kw in range(g.KW):
             _valid_columns(g, kw, &off, &lo, &hi)
+            src = col + (kh * g.KW + kw) * row_stride
             for oh in range(oh0, oh1):
                 ih = oh * g.sh - g.ph + kh * g.dh
                 if ih >= 0 and ih < g.H:
@@ -118,7 +123,7 @@ cdef void _col2im(const Geometry* g, const floating* col, int oh0, int oh1,
                   floating* image) noexcept nogil:
     cdef int c, rows = g.KH * g.KW * (oh1 - oh0) * g.OW
     for c in range(g.Cg):
-        _col2im_channel(g, col + c * rows, oh0, oh1, image + c * g.H * g.W)
+        _col2im_channel(g, col + c * rows, oh0, oh1, image + c * g.H * g.W, (oh1 - oh0) * g.OW)
 
 
 cdef void _forward_item(const Geometry* g, const floating* x, const floating* w, const floating* bias,
@@ -236,26 +241,37 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
                                  &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride)
 
 
-def im2col_planes(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple kernel_shape,
-                  tuple params, int num_threads):
-    """cols[n] <- the im2col matrix of x[n] (cols: (N, C*KH*KW, OH*OW)), in parallel over
-    (sample, channel) planes. kernel_shape: (KH, KW, OH, OW)."""
+def im2col_wide(const floating[:, :, :, ::1] x, floating[:, ::1] cols, tuple kernel_shape,
+                tuple params, int num_threads):
+    """cols[:, n*P:(n+1)*P] <- the im2col matrix of x[n] (cols: (C*KH*KW, N*P), P = OH*OW),
+    in parallel over (sample, channel) planes. kernel_shape: (KH, KW, OH, OW)."""
     cdef Geometry g = _plane_geometry(x.shape, kernel_shape, params)
-    cdef Py_ssize_t task, n_tasks = x.shape[0] * g.C, rows = g.KH * g.KW
+    cdef Py_ssize_t task, n_tasks = x.shape[0] * g.C, rows = g.KH * g.KW, positions = g.OH * g.OW
+    cdef Py_ssize_t row_stride = cols.shape[1]
     for task in prange(n_tasks, nogil=True, schedule="guided", num_threads=num_threads):
         _im2col_channel(&g, &x[task // g.C, task % g.C, 0, 0], 0, g.OH,
-                        &cols[task // g.C, (task % g.C) * rows, 0])
+                        &cols[(task % g.C) * rows, (task // g.C) * positions], row_stride)
 
 
-def col2im_planes(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx, tuple kernel_shape,
-                  tuple params, int num_threads):
-    """dx[n] <- the col2im scatter-add of cols[n], in parallel over (sample, channel) planes."""
+def col2im_wide(const floating[:, ::1] cols, floating[:, :, :, ::1] dx, tuple kernel_shape,
+                tuple params, int num_threads):
+    """dx[n] <- the col2im scatter-add of cols[:, n*P:(n+1)*P], in parallel over planes."""
     cdef Geometry g = _plane_geometry(dx.shape, kernel_shape, params)
-    cdef Py_ssize_t task, n_tasks = dx.shape[0] * g.C, rows = g.KH * g.KW
+    cdef Py_ssize_t task, n_tasks = dx.shape[0] * g.C, rows = g.KH * g.KW, positions = g.OH * g.OW
+    cdef Py_ssize_t row_stride = cols.shape[1]
     for task in prange(n_tasks, nogil=True, schedule="guided", num_threads=num_threads):
         memset(&dx[task // g.C, task % g.C, 0, 0], 0, g.H * g.W * sizeof(floating))
-        _col2im_channel(&g, &cols[task // g.C, (task % g.C) * rows, 0], 0, g.OH,
-                        &dx[task // g.C, task % g.C, 0, 0])
+        _col2im_channel(&g, &cols[(task % g.C) * rows, (task // g.C) * positions], 0, g.OH,
+                        &dx[task // g.C, task % g.C, 0, 0], row_stride)
+
+
+def swap_leading_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int num_threads):
+    """dst[b, a, :] <- src[a, b, :] for (A, B, L) src and (B, A, L) dst, in parallel over rows."""
+    cdef Py_ssize_t task, a, b, b_size = src.shape[1], length = src.shape[2]
+    for task in prange(src.shape[0] * b_size, nogil=True, schedule="static", num_threads=num_threads):
+        a = task // b_size
+        b = task % b_size
+        memcpy(&dst[b, a, 0], &src[a, b, 0], length * sizeof(floating))
 
 
 cdef Geometry _plane_geometry(Py_ssize_t* x_shape, tuple kernel_shape, tuple params):

@@ -204,17 +204,19 @@ def uses_big_gemms(w_shape, p) -> bool:
     return is_pointwise(w_shape, p) or (deep and p.out_h * p.out_w <= BIG_GEMMS_MAX_POSITIONS)
 
 
-def _plane_kernels(w_shape, p):
-    """The (im2col, col2im) pair ``_big_gemms`` calls, on this module's OpenMP kernels."""
+def _wide_kernels(w_shape, p) -> _big_gemms.Kernels:
+    """The parallel kernels ``_big_gemms`` calls, on this module's OpenMP kernels."""
     kernel_shape, params = (w_shape[2], w_shape[3], p.out_h, p.out_w), _conv_params(p)
 
     def im2col(x_part, cols):
-        _run(_cy_conv.im2col_planes, x_part, cols, kernel_shape, params, _threads(x_part.shape[0] * x_part.shape[1]))
+        _run(_cy_conv.im2col_wide, x_part, cols, kernel_shape, params, _threads(x_part.shape[0] * x_part.shape[1]))
 
     def col2im(cols, dx_part):
-        _run(_cy_conv.col2im_planes, cols, dx_part, kernel_shape, params,
-             _threads(dx_part.shape[0] * dx_part.shape[1]))
-    return im2col, col2im
+        _run(_cy_conv.col2im_wide, cols, dx_part, kernel_shape, params, _threads(dx_part.shape[0] * dx_part.shape[1]))
+
+    def swap(src, dst):
+        _run(_cy_conv.swap_leading_axes, src, dst, _threads(src.shape[0] * src.shape[1]))
+    return _big_gemms.Kernels(im2col, col2im, swap)
 
 
 def conv2d_forward(x, w, b, p):
@@ -223,7 +225,7 @@ def conv2d_forward(x, w, b, p):
         out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
         return out, Delegated(name, ctx)
     if uses_big_gemms(w.shape, p):
-        return _big_gemms.forward(x, w, b, p, _plane_kernels(w.shape, p)[0]), None
+        return _big_gemms.forward(x, w, b, p, _wide_kernels(w.shape, p)), None
     n = x.shape[0]
     wanted = _threads(get_num_threads())
     rows = _tile_rows(w.shape, p, x.dtype.itemsize, wanted, 1)
@@ -253,7 +255,7 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     if not _conv_fits_int32(x, w, p):  # `auto` may hand us another backend's (empty) ctx
         return _registry.get_module(_fallback_backend()).conv2d_backward(dout, x, w, None, p, has_bias)
     if uses_big_gemms(w.shape, p):
-        return _big_gemms.backward(dout, x, w, p, has_bias, *_plane_kernels(w.shape, p))
+        return _big_gemms.backward(dout, x, w, p, has_bias, _wide_kernels(w.shape, p))
     threads = _threads(x.shape[0])
     rows = _tile_rows(w.shape, p, x.dtype.itemsize, threads, 2)
     tile = 1 if is_pointwise(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w

@@ -53,24 +53,28 @@ def uses_all_thread_gemms(w_shape, p, dtype) -> bool:
     return is_pointwise(w_shape, p) or (deep and (np.dtype(dtype) == np.float32 or short))
 
 
-def _im2col(p, kh, kw):
+def _wide_kernels(p, kh, kw) -> _big_gemms.Kernels:
+    """The parallel kernels ``_big_gemms`` calls, jitted."""
+    geom = _conv_geom(p)
+
     def im2col(x_part, cols):
         with _numba_runtime.parallel_region():
-            _numba_conv.im2col_planes(x_part, kh, kw, _conv_geom(p), p.out_h, p.out_w, cols)
-    return im2col
+            _numba_conv.im2col_wide(x_part, kh, kw, geom, p.out_h, p.out_w, cols)
 
-
-def _col2im(p, kh, kw):
     def col2im(cols, dx_part):
         with _numba_runtime.parallel_region():
-            _numba_conv.col2im_planes(cols, kh, kw, _conv_geom(p), p.out_h, p.out_w, dx_part)
-    return col2im
+            _numba_conv.col2im_wide(cols, kh, kw, geom, p.out_h, p.out_w, dx_part)
+
+    def swap(src, dst):
+        with _numba_runtime.parallel_region():
+            _numba_conv.swap_leading_axes(src, dst)
+    return _big_gemms.Kernels(im2col, col2im, swap)
 
 
 def conv2d_forward(x, w, b, p):
     threads = _numba_runtime.use_threads()
     if uses_all_thread_gemms(w.shape, p, x.dtype) and not uses_direct_loops(w.shape, p.groups):
-        return _big_gemms.forward(x, w, b, p, _im2col(p, *w.shape[2:])), None
+        return _big_gemms.forward(x, w, b, p, _wide_kernels(p, *w.shape[2:])), None
     n_batch, channels = x.shape[:2]
     out = np.empty((n_batch, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = np.zeros(0, x.dtype) if b is None else b
@@ -114,8 +118,7 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
             _numba_conv.conv_backward_params_direct(x, dout, geom, dw, db)
         return dx, dw, db if has_bias else None
     if uses_all_thread_gemms(w.shape, p, x.dtype):
-        kh, kw = w.shape[2:]
-        return _big_gemms.backward(dout, x, w, p, has_bias, _im2col(p, kh, kw), _col2im(p, kh, kw))
+        return _big_gemms.backward(dout, x, w, p, has_bias, _wide_kernels(p, *w.shape[2:]))
 
     positions = p.out_h * p.out_w
     k_all = channels * w.shape[2] * w.shape[3]
