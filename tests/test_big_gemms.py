@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.backends import _big_gemms
+from fastconv.backends import _workspace
 from fastconv.testing import assert_close
 
 # Backend name -> the predicate in its module that routes a conv to the big-GEMM path.
@@ -25,7 +25,10 @@ def test_forced_big_gemm_path_in_small_steps(monkeypatch, two_threads, backend, 
     from fastconv import _registry
     module = _registry.get_module(backend)
     monkeypatch.setattr(module, PREDICATES[backend], lambda *args: True)
-    monkeypatch.setattr(_big_gemms, "WORKSPACE_LIMIT_BYTES", 2 * (4 * kernel * kernel + 6) * 36 * np.dtype(dtype).itemsize)
+    itemsize = np.dtype(dtype).itemsize
+    limit = 2 * (4 * kernel * kernel + 6) * 36 * itemsize + 6 * 2 * kernel * kernel * itemsize
+    monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", limit)
+    _workspace.release()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((7, 4, 6, 6)).astype(dtype)
     w = rng.standard_normal((6, 2, kernel, kernel)).astype(dtype)
@@ -38,6 +41,8 @@ def test_forced_big_gemm_path_in_small_steps(monkeypatch, two_threads, backend, 
         results[name] = (out, *fastconv.conv2d_backward(dout, cache))
     for got, want in zip(results[backend], results["naive"]):
         assert_close(got, want)
+    used = sum(buf.nbytes for slot, buf in _workspace._local.buffers.items() if slot.startswith("big_gemms."))
+    assert used <= limit
 
 
 def test_cython_routes_pointwise_and_deep_small_images_to_big_gemms():

@@ -24,7 +24,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ._workspace import WORKSPACE_LIMIT_BYTES, scratch
+from . import _workspace
+from ._workspace import scratch
 
 
 class Kernels(NamedTuple):
@@ -38,9 +39,9 @@ def is_pointwise(w_shape, p) -> bool:
     return w_shape[2:] == (1, 1) and (p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 0, 0)
 
 
-def _steps(n_batch: int, bytes_per_sample: int) -> list[slice]:
-    """Equal steps of the batch whose wide matrices fit the workspace limit together."""
-    most = max(1, min(n_batch, WORKSPACE_LIMIT_BYTES // max(1, bytes_per_sample)))
+def _steps(n_batch: int, bytes_per_sample: int, reserved: int = 0) -> list[slice]:
+    """Equal steps of the batch whose scratch fits the workspace limit beside ``reserved`` bytes."""
+    most = max(1, min(n_batch, (_workspace.WORKSPACE_LIMIT_BYTES - reserved) // max(1, bytes_per_sample)))
     n_steps = -(-n_batch // most)
     size = -(-n_batch // n_steps)
     return [slice(s0, min(n_batch, s0 + size)) for s0 in range(0, n_batch, size)]
@@ -105,7 +106,7 @@ def backward(dout, x, w, p, has_bias, kernels: Kernels):
     dx = np.empty_like(x)
     dw = np.zeros(weights.shape, x.dtype)
     products = scratch("big_gemms.dw", weights.shape, x.dtype)
-    for part in _steps(x.shape[0], _bytes_per_sample(x, w, p)):
+    for part in _steps(x.shape[0], _bytes_per_sample(x, w, p), products.nbytes):
         n = part.stop - part.start
         cols = _columns(x[part], w.shape, p, kernels)
         grads = _wide("big_gemms.out", n_filters, n, positions, x.dtype)
