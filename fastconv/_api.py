@@ -18,9 +18,6 @@ class ConvCache(NamedTuple):
     has_bias: bool
     params: ConvParams
     ctx: object
-    # Picked by `auto`: then the backward is picked on its own too, unless ctx ties it to
-    # ``backend`` (every conv ctx is None except a backend's note that it delegated).
-    auto: bool = False
 
 
 class PoolCache(NamedTuple):
@@ -33,12 +30,8 @@ class PoolCache(NamedTuple):
     ctx: object
 
 
-def _requested(backend) -> str:
-    return _registry.get_backend() if backend is None else _registry.check_backend_name(backend)
-
-
 def _resolve(backend, op: str, signature: tuple) -> str:
-    name = _requested(backend)
+    name = _registry.get_backend() if backend is None else _registry.check_backend_name(backend)
     return _auto.choose(op, signature) if name == _registry.AUTO else name
 
 
@@ -61,18 +54,13 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, back
     cache : opaque object for :func:`conv2d_backward`
     """
     x, w, b, p = _validate.conv2d_args(x, w, b, stride, padding, dilation, groups)
-    auto = _requested(backend) == _registry.AUTO
-    name = _auto.choose("conv2d", _conv_signature(x, w, b is not None, p)) if auto else _requested(backend)
+    name = _resolve(backend, "conv2d", (x.shape, w.shape, b is not None, p, x.dtype.char))
     n, f = x.shape[0], w.shape[0]
     if n == 0:
         out, ctx = np.zeros((0, f, p.out_h, p.out_w), x.dtype), None
     else:
         out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
-    return out, ConvCache(name, x, w, b is not None, p, ctx, auto)
-
-
-def _conv_signature(x, w, has_bias: bool, p: ConvParams) -> tuple:
-    return x.shape, w.shape, has_bias, p, x.dtype.char
+    return out, ConvCache(name, x, w, b is not None, p, ctx)
 
 
 def conv2d_backward(dout, cache):
@@ -84,10 +72,7 @@ def conv2d_backward(dout, cache):
     if x.shape[0] == 0:
         db = np.zeros(w.shape[0], x.dtype) if cache.has_bias else None
         return np.zeros_like(x), np.zeros_like(w), db
-    name = cache.backend
-    if cache.auto and cache.ctx is None:
-        name = _auto.choose("conv2d_backward", _conv_signature(x, w, cache.has_bias, p))
-    return _registry.get_module(name).conv2d_backward(dout, x, w, cache.ctx, p, cache.has_bias)
+    return _registry.get_module(cache.backend).conv2d_backward(dout, x, w, cache.ctx, p, cache.has_bias)
 
 
 def _pool_forward(op: str, x, kernel_size, stride, padding, backend):

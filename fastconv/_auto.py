@@ -7,21 +7,18 @@ The candidates are the available backends except the ``naive`` reference, in reg
 
 - A call big enough for the choice to matter (conv: at least ``MEASURE_MIN_FLOPS`` forward
   flops; pooling: at least ``MEASURE_MIN_POOL_OPS`` window reads) is **measured once**, like
-  ``torch.backends.cudnn.benchmark``: each candidate runs on random inputs of that
-  signature, first once untimed (JIT compilation, workspace growth), then in
+  ``torch.backends.cudnn.benchmark``: each candidate runs forward + backward on random inputs
+  of that signature, first once untimed (JIT compilation, workspace growth), then in
   ``MEASURE_ROUNDS`` interleaved rounds of settled calls, exactly as ``fastconv bench``
   times backends side by side (see ``fastconv._timing`` for why). A candidate already
   ``SLOW_FACTOR`` times slower than the best after the first round is not timed again. The
   lowest median wins and is cached for the signature; a candidate later in registry order
   must be ``SWITCH_MARGIN`` faster to displace an earlier one, so noise does not flip
-  near-ties.
-- A conv's forward and backward are decided separately, as cuDNN picks its forward and
-  backward algorithms: the fastest forward is rarely far from the fastest backward, but
-  sometimes is (a forward-only user should not pay for a slow backward, nor a trainer for a
-  slow forward). This works because a conv backward needs only (dout, x, w): every backend's
-  conv ctx is None, except a backend's note that it delegated the call, which keeps the
-  backward with it. A pool's backward reads its forward's argmax in that backend's format,
-  so pooling is decided for forward + backward together.
+  near-ties. Forward and backward are timed together because a backward always runs on the
+  backend its forward picked. Picking them separately (as cuDNN does) was tried and lost:
+  one backend's worker threads keep spinning after its forward and take a core from
+  another backend's backward (measured: numba forward + cython backward on vgg-c64
+  float32 took 74 ms where either backend alone took 43-59 ms).
 - Smaller calls take the first candidate, which the benchmarks show is fastest or within
   noise there; timing them would cost more than any choice could save.
 
@@ -81,12 +78,10 @@ def clear() -> None:
 
 
 def choose(op: str, signature: tuple) -> str:
-    """Backend name for ``op`` on ``signature``.
+    """Backend name for ``op`` ("conv2d", "max_pool2d", "avg_pool2d") on ``signature``.
 
-    ``op`` is "conv2d" (a conv forward), "conv2d_backward", "max_pool2d" or "avg_pool2d" (a
-    pool forward, whose backward follows it). ``signature`` is what the front passes:
-    ``(x_shape, w_shape, has_bias, ConvParams, dtype char)`` for convs, ``(x_shape,
-    PoolParams, dtype char)`` for pooling.
+    ``signature`` is what the front passes: ``(x_shape, w_shape, has_bias, ConvParams, dtype
+    char)`` for conv2d, ``(x_shape, PoolParams, dtype char)`` for pooling.
     """
     names = candidates()
     key = (op, signature)
@@ -110,16 +105,12 @@ def _fastest(names: list[str], seconds: dict[str, float]) -> str:
     return winner
 
 
-def _is_conv(op: str) -> bool:
-    return op in ("conv2d", "conv2d_backward")
-
-
 def _threshold(op: str) -> float:
-    return MEASURE_MIN_FLOPS if _is_conv(op) else MEASURE_MIN_POOL_OPS
+    return MEASURE_MIN_FLOPS if op == "conv2d" else MEASURE_MIN_POOL_OPS
 
 
 def _work(op: str, signature: tuple) -> float:
-    if _is_conv(op):
+    if op == "conv2d":
         x_shape, w_shape, _, p, _ = signature
         return 2.0 * x_shape[0] * w_shape[0] * p.out_h * p.out_w * w_shape[1] * w_shape[2] * w_shape[3]
     x_shape, p, _ = signature
@@ -127,7 +118,7 @@ def _work(op: str, signature: tuple) -> float:
 
 
 def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
-    """Median seconds of each backend in ``names`` running ``op`` on ``signature``.
+    """Median seconds of forward + backward of each backend in ``names`` on ``signature``.
 
     Infinite for a backend that fails (a broken candidate must not break the call).
     """
@@ -164,26 +155,25 @@ def _recording_failure(run, name: str, failed: set):
 
 
 def _runner(module, op: str, signature: tuple):
-    """A no-argument function running ``op`` of ``module`` on random inputs of ``signature``:
-    a conv forward, a conv backward (its forward's ctx made once, untimed), or a pool's
-    forward + backward."""
+    """A no-argument function running forward + backward of ``module`` on random inputs."""
     rng = np.random.default_rng(0)
-    if _is_conv(op):
+    if op == "conv2d":
         x_shape, w_shape, has_bias, p, char = signature
         x = rng.standard_normal(x_shape).astype(char)
         w = rng.standard_normal(w_shape).astype(char)
         b = rng.standard_normal(w_shape[0]).astype(char) if has_bias else None
-        if op == "conv2d":
-            return lambda: module.conv2d_forward(x, w, b, p)
         dout = rng.standard_normal((x_shape[0], w_shape[0], p.out_h, p.out_w)).astype(char)
-        _, ctx = module.conv2d_forward(x, w, b, p)
-        return lambda: module.conv2d_backward(dout, x, w, ctx, p, has_bias)
-    x_shape, p, char = signature
-    x = rng.standard_normal(x_shape).astype(char)
-    dout = rng.standard_normal((x_shape[0], x_shape[1], p.out_h, p.out_w)).astype(char)
-    forward, backward = getattr(module, op + "_forward"), getattr(module, op + "_backward")
 
-    def run():
-        _, ctx = forward(x, p)
-        backward(dout, x, ctx, p)
+        def run():
+            _, ctx = module.conv2d_forward(x, w, b, p)
+            module.conv2d_backward(dout, x, w, ctx, p, has_bias)
+    else:
+        x_shape, p, char = signature
+        x = rng.standard_normal(x_shape).astype(char)
+        dout = rng.standard_normal((x_shape[0], x_shape[1], p.out_h, p.out_w)).astype(char)
+        forward, backward = getattr(module, op + "_forward"), getattr(module, op + "_backward")
+
+        def run():
+            _, ctx = forward(x, p)
+            backward(dout, x, ctx, p)
     return run

@@ -172,34 +172,3 @@ def test_a_clearly_slower_candidate_is_timed_only_once(monkeypatch):
     assert log.count("slow") == 3  # warm-up + the first round's settling and timed calls
     assert log.count("fast") == 1 + 2 * _auto.MEASURE_ROUNDS
     assert seconds["slow"] > _auto.SLOW_FACTOR * seconds["fast"]
-
-
-def test_conv_forward_and_backward_are_decided_separately(monkeypatch):
-    only_backends(monkeypatch, ["numba", "im2col", "naive"])
-    monkeypatch.setattr(_auto, "MEASURE_MIN_FLOPS", 0.0)
-    by_op = {"conv2d": {"numba": 2.0, "im2col": 1.0}, "conv2d_backward": {"numba": 1.0, "im2col": 2.0}}
-    monkeypatch.setattr(_auto, "_measure", lambda names, op, signature: {n: by_op[op][n] for n in names})
-    case = CONV_SMALL[0]
-    x, w, b, dout = conv_inputs(case, np.float64)
-    args = (case.stride, case.padding, case.dilation, case.groups)
-    out, cache = fastconv.conv2d_forward(x, w, b, *args, backend="auto")
-    assert cache.backend == "im2col" and cache.auto
-    grads = fastconv.conv2d_backward(dout, cache)
-    assert {op: name for (op, _), name in _auto.decisions().items()} == {"conv2d": "im2col", "conv2d_backward": "numba"}
-    _, ref_cache = fastconv.conv2d_forward(x, w, b, *args, backend="naive")
-    for got, want in zip(grads, fastconv.conv2d_backward(dout, ref_cache)):
-        assert_close(got, want)
-
-
-def test_a_backend_specific_ctx_keeps_the_backward_with_its_forward(monkeypatch):
-    case = CONV_SMALL[0]
-    x, w, b, dout = conv_inputs(case, np.float64)
-    args = (case.stride, case.padding, case.dilation, case.groups)
-    _, cache = fastconv.conv2d_forward(x, w, b, *args, backend="im2col")
-    tied = cache._replace(ctx="only im2col reads this", auto=True)  # im2col ignores its ctx
-
-    def no_second_choice(op, signature):
-        raise AssertionError(f"auto was asked to choose {op}")
-    monkeypatch.setattr(_auto, "choose", no_second_choice)
-    fastconv.conv2d_backward(dout, tied)
-    fastconv.conv2d_backward(dout, cache)  # pinned (auto=False): never re-decided either

@@ -13,9 +13,6 @@ The shared front (``fastconv._validate``) has already checked everything: arrays
 C-contiguous, native byte order, one float dtype (float32 or float64), N >= 1, and the
 output size in ``p`` is >= 1. Arrays may be read-only and must never be written to.
 ``ctx`` is the backend's own; backward must not modify it (it may be called twice).
-A conv backward must also work with ``ctx=None`` from any backend's forward: `auto` picks a
-conv's backward separately whenever the forward's ctx is None (so a conv forward returns
-None unless it must tie its backward to a particular backend).
 A module that fails to import is reported as unavailable with the exception's message.
 Register a new backend with one line in ``fastconv._registry.BACKEND_MODULES``.
 """
