@@ -8,10 +8,11 @@ The candidates are the available backends except the ``naive`` reference, in reg
 - A call big enough for the choice to matter (conv: at least ``MEASURE_MIN_FLOPS`` forward
   flops; pooling: at least ``MEASURE_MIN_POOL_OPS`` window reads) is **measured once**, like
   ``torch.backends.cudnn.benchmark``: each candidate runs forward + backward on random inputs
-  of that signature, first once untimed (JIT compilation, workspace growth), then in
-  ``MEASURE_ROUNDS`` interleaved rounds of settled calls, exactly as ``fastconv bench``
-  times backends side by side (see ``fastconv._timing`` for why). A candidate already
-  ``SLOW_FACTOR`` times slower than the best after the first round is not timed again. The
+  of that signature, first once untimed (JIT compilation, workspace growth), then
+  ``MEASURE_SAMPLES`` times in interleaved, settled visits, exactly as ``fastconv bench``
+  times backends side by side (see ``fastconv._timing`` for why; settling makes measuring
+  cost about 0.1 s per candidate and visit). A candidate whose first timed call was
+  ``SLOW_FACTOR`` times slower than another's first is not timed again. The
   lowest median wins and is cached for the signature; a candidate later in registry order
   must be ``SWITCH_MARGIN`` faster to displace an earlier one, so noise does not flip
   near-ties. Forward and backward are timed together because a backward always runs on the
@@ -44,7 +45,7 @@ from . import _registry, _timing
 
 MEASURE_MIN_FLOPS = 1e7
 MEASURE_MIN_POOL_OPS = 1e6
-MEASURE_ROUNDS = 5
+MEASURE_SAMPLES = 6  # two visits of three timed calls each (see fastconv._timing)
 # A later candidate must beat an earlier one by this fraction: medians on a busy machine still
 # jitter by a few percent, and registry order is the prior.
 SWITCH_MARGIN = 0.03
@@ -132,12 +133,16 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
             continue
         runs[name] = _recording_failure(run, name, failed)
 
-    def wants_more(name: str, samples: dict[str, list[float]]) -> bool:
-        if name in failed or len(samples[name]) >= MEASURE_ROUNDS:
+    first_samples: dict[str, float] = {}
+
+    def wants_more(name: str, samples: list[float], spent: float) -> bool:
+        if samples and name not in first_samples:
+            first_samples[name] = samples[0]
+        if name in failed or len(samples) >= MEASURE_SAMPLES:
             return False
-        if samples[name]:  # lost already: a slow backend on a big call would cost seconds more
-            fastest = min(taken[0] for other, taken in samples.items() if taken and other not in failed)
-            return samples[name][0] <= SLOW_FACTOR * fastest
+        if samples:  # lost already: a slow backend on a big call would cost seconds more
+            fastest = min(t for other, t in first_samples.items() if other not in failed)
+            return samples[0] <= SLOW_FACTOR * fastest
         return True
 
     samples = _timing.interleaved(runs, wants_more)

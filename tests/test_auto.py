@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _auto, _registry
+from fastconv import _auto, _registry, _timing
 from fastconv._params import ConvParams, PoolParams
 from fastconv.testing import CONV_SMALL, assert_close, conv_inputs
 
@@ -15,7 +15,8 @@ BIG_POOL = ((8, 16, 64, 64), PoolParams(2, 2, 2, 2, 0, 0, 32, 32), "f")
 
 
 @pytest.fixture(autouse=True)
-def fresh_decisions():
+def fresh_decisions(monkeypatch):
+    monkeypatch.setattr(_timing, "SETTLE_SECONDS", 0.0)  # one settling call per visit: fast tests
     _auto.clear()
     yield
     _auto.clear()
@@ -110,7 +111,7 @@ def test_a_failing_candidate_is_never_picked(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(_registry, "get_module", broken)
-    monkeypatch.setattr(_auto, "MEASURE_ROUNDS", 1)
+    monkeypatch.setattr(_auto, "MEASURE_SAMPLES", 1)
     monkeypatch.setattr(_auto, "MEASURE_MIN_FLOPS", 0.0)
     seconds = _auto._measure(["cython", "numba"], "conv2d", SMALL_CONV)
     assert seconds["cython"] == float("inf") and np.isfinite(seconds["numba"])
@@ -130,7 +131,7 @@ def test_real_measurement_returns_finite_times():
 @pytest.mark.parametrize("case", CONV_SMALL, ids=lambda c: c.name)
 def test_auto_results_match_naive(case, dtype, monkeypatch):
     monkeypatch.setattr(_auto, "MEASURE_MIN_FLOPS", 0.0)  # force the measured path
-    monkeypatch.setattr(_auto, "MEASURE_ROUNDS", 1)
+    monkeypatch.setattr(_auto, "MEASURE_SAMPLES", 1)
     x, w, b, dout = conv_inputs(case, dtype)
     args = (case.stride, case.padding, case.dilation, case.groups)
     out, cache = fastconv.conv2d_forward(x, w, b, *args, backend="auto")
@@ -160,15 +161,16 @@ def fake_runners(monkeypatch, sleep_by_name):
 
 def test_candidates_are_timed_in_rotated_interleaved_rounds(monkeypatch):
     log = fake_runners(monkeypatch, {"a": 0.0, "b": 0.0, "c": 0.0})
-    monkeypatch.setattr(_auto, "MEASURE_ROUNDS", 3)
+    monkeypatch.setattr(_auto, "MEASURE_SAMPLES", 2 * _timing.SAMPLES_PER_VISIT)
     _auto._measure(["a", "b", "c"], "conv2d", BIG_CONV)
-    settled_rounds = ["aabbcc", "bbccaa", "ccaabb"]  # each timed call follows an untimed one
-    assert "".join(log) == "abc" + "".join(settled_rounds)
+    visit = {name: name * (1 + _timing.SAMPLES_PER_VISIT) for name in "abc"}  # settle, then timed calls
+    assert "".join(log) == "abc" + visit["a"] + visit["b"] + visit["c"] + visit["b"] + visit["c"] + visit["a"]
 
 
 def test_a_clearly_slower_candidate_is_timed_only_once(monkeypatch):
     log = fake_runners(monkeypatch, {"fast": 0.001, "slow": 0.02})
     seconds = _auto._measure(["fast", "slow"], "conv2d", BIG_CONV)
-    assert log.count("slow") == 3  # warm-up + the first round's settling and timed calls
-    assert log.count("fast") == 1 + 2 * _auto.MEASURE_ROUNDS
+    assert log.count("slow") == 3  # warm-up, then one visit: settling and a single timed call
+    visits = -(-_auto.MEASURE_SAMPLES // _timing.SAMPLES_PER_VISIT)
+    assert log.count("fast") == 1 + visits * (1 + _timing.SAMPLES_PER_VISIT)
     assert seconds["slow"] > _auto.SLOW_FACTOR * seconds["fast"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import cli
+from fastconv import _timing, cli
 from fastconv.bench import compare as cmp
 from fastconv.bench import report
 from fastconv.bench import runner
@@ -225,12 +225,16 @@ def test_bad_options_exit_2_with_a_message(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_measure_interleaves_rotates_and_respects_repeats_and_budget():
+def test_measure_interleaves_rotates_and_respects_repeats_and_budget(monkeypatch):
+    monkeypatch.setattr(_timing, "SETTLE_SECONDS", 0.0)  # one settling call per visit
+    per_visit = _timing.SAMPLES_PER_VISIT
     order = []
     calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
-    samples = runner.measure(calls, runner.Settings(min_repeats=3, max_repeats=3, budget_s=0.0))
-    assert {name: len(s) for name, s in samples.items()} == {"a": 3, "b": 3, "c": 3}
-    assert "".join(order) == "aabbcc" "bbccaa" "ccaabb"  # each timed call follows an untimed one
+    samples = runner.measure(calls, runner.Settings(min_repeats=2 * per_visit, max_repeats=2 * per_visit,
+                                                    budget_s=0.0))
+    assert {name: len(s) for name, s in samples.items()} == dict.fromkeys("abc", 2 * per_visit)
+    visit = {name: name * (1 + per_visit) for name in "abc"}  # a settling call, then the timed ones
+    assert "".join(order) == "".join(visit[name] for name in "abc" "bca")
     samples = runner.measure(calls, runner.Settings(min_repeats=1, max_repeats=7, budget_s=60.0))
     assert {len(s) for s in samples.values()} == {7}
 

@@ -25,14 +25,13 @@ QUICK = Settings(min_repeats=3, max_repeats=30, budget_s=0.3)
 
 
 def measure(calls: dict[str, Callable], settings: Settings) -> dict[str, list[float]]:
-    """Time every call side by side (``fastconv._timing.interleaved``: rotating rounds, each timed
-    call settled by an untimed one) until each has ``min_repeats`` samples, and more, up to
-    ``max_repeats``, while it has used less than ``budget_s``. No warm-up here: callers warm up.
+    """Time every call side by side (``fastconv._timing.interleaved``: rotating rounds of settled
+    visits) until each has ``min_repeats`` samples, and more, up to ``max_repeats``, while its
+    visits have taken less than ``budget_s``. No warm-up here: callers warm up.
     """
-    def wants_more(name: str, samples: dict[str, list[float]]) -> bool:
-        taken = samples[name]
-        return len(taken) < settings.min_repeats or (
-            len(taken) < settings.max_repeats and sum(taken) < settings.budget_s)
+    def wants_more(name: str, samples: list[float], spent: float) -> bool:
+        return len(samples) < settings.min_repeats or (
+            len(samples) < settings.max_repeats and spent < settings.budget_s)
     return _timing.interleaved(calls, wants_more)
 
 
