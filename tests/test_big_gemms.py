@@ -1,4 +1,5 @@
-"""The big-GEMM conv path (``_big_gemms``) shared by the compiled backends, forced on every shape."""
+"""The all-thread GEMM conv path (``_big_gemms``): numba's wide GEMMs forced on every shape, and
+the pointwise products both compiled backends use."""
 import numpy as np
 import pytest
 
@@ -6,8 +7,6 @@ import fastconv
 from fastconv.backends import _workspace
 from fastconv.testing import assert_close
 
-# Backend name -> the predicate in its module that routes a conv to the big-GEMM path.
-PREDICATES = {"numba": "uses_all_thread_gemms", "cython": "uses_big_gemms"}
 
 
 @pytest.fixture
@@ -17,14 +16,15 @@ def two_threads():
     fastconv.set_num_threads(None)
 
 
-@pytest.mark.parametrize("backend", [name for name in PREDICATES if name in fastconv.available_backends()])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel, stride, dilation, padding", [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 1), (1, 1, 1, 0)])
-def test_forced_big_gemm_path_in_small_steps(monkeypatch, two_threads, backend, dtype, kernel, stride, dilation, padding):
+def test_forced_wide_gemm_path_in_small_steps(monkeypatch, two_threads, dtype, kernel, stride, dilation, padding):
     # At most two samples per step: 7 samples leave a partial step; groups=2 splits every GEMM.
-    from fastconv import _registry
-    module = _registry.get_module(backend)
-    monkeypatch.setattr(module, PREDICATES[backend], lambda *args: True)
+    if "numba" not in fastconv.available_backends():
+        pytest.skip("needs numba")
+    from fastconv.backends import numba as numba_backend
+    backend = "numba"
+    monkeypatch.setattr(numba_backend, "uses_all_thread_gemms", lambda *args: True)
     itemsize = np.dtype(dtype).itemsize
     limit = 2 * (4 * kernel * kernel + 6) * 36 * itemsize + 6 * 2 * kernel * kernel * itemsize
     monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", limit)
@@ -45,7 +45,24 @@ def test_forced_big_gemm_path_in_small_steps(monkeypatch, two_threads, backend, 
     assert used <= limit
 
 
-def test_cython_routes_pointwise_and_deep_small_images_to_big_gemms():
+@pytest.mark.parametrize("backend", [name for name in ("numba", "cython") if name in fastconv.available_backends()])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pointwise_products_in_small_steps(monkeypatch, backend, groups):
+    # Pointwise convs take _big_gemms.pointwise_* on both compiled backends; tiny workspace steps.
+    monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", 3 * 8 * 4 * 8)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4, 3, 3))
+    w = rng.standard_normal((8, 4 // groups, 1, 1))
+    b = rng.standard_normal(8)
+    results = {}
+    for name in (backend, "naive"):
+        out, cache = fastconv.conv2d_forward(x, w, b, groups=groups, backend=name)
+        results[name] = (out, *fastconv.conv2d_backward(np.cos(out), cache))
+    for got, want in zip(results[backend], results["naive"]):
+        assert_close(got, want)
+
+
+def test_cython_routes_only_pointwise_convs_to_all_thread_gemms():
     if "cython" not in fastconv.available_backends():
         pytest.skip("cython backend not built")
     from fastconv._params import ConvParams
@@ -53,8 +70,7 @@ def test_cython_routes_pointwise_and_deep_small_images_to_big_gemms():
 
     def params(stride, pad, out):
         return ConvParams(stride, stride, pad, pad, 1, 1, 1, out, out)
-    assert cython.uses_big_gemms((64, 256, 1, 1), params(1, 0, 14))           # pointwise
-    assert cython.uses_big_gemms((128, 128, 3, 3), params(1, 1, 16))          # deep, 16x16 output
-    assert not cython.uses_big_gemms((64, 64, 3, 3), params(1, 1, 32))        # 32x32 output: tiles
-    assert not cython.uses_big_gemms((25, 3, 3, 3), params(1, 1, 32))         # shallow
-    assert not cython.uses_big_gemms((3, 256, 1, 1), params(1, 0, 14))        # too few filters
+    assert cython.uses_all_thread_gemms((64, 256, 1, 1), params(1, 0, 14))           # pointwise
+    assert not cython.uses_all_thread_gemms((128, 128, 3, 3), params(1, 1, 16))      # several images per item
+    assert not cython.uses_all_thread_gemms((64, 256, 1, 1), params(2, 0, 7))        # strided 1x1: columns needed
+    assert not cython.uses_all_thread_gemms((3, 256, 1, 1), params(1, 0, 14))        # too few filters

@@ -214,3 +214,26 @@ def test_kernel_columns_that_only_read_padding(padding, dilation, stride):
     dout = rng.standard_normal(want.shape)
     assert_all_close((got, *fastconv.conv2d_backward(dout, cache)),
                      (want, *fastconv.conv2d_backward(dout, ref_cache)))
+
+
+@pytest.mark.parametrize("min_columns", [1, 20, 10**6])
+def test_several_images_per_work_item(monkeypatch, threads, dtype, min_columns):
+    """Groups of whole images per GEMM (3 per item for 7 images of 9 positions at 20 columns,
+    the whole batch at 10**6) give naive's answer, with and without bias and groups."""
+    from fastconv.backends import cython as cy
+    monkeypatch.setattr(cy, "MIN_GEMM_COLUMNS", min_columns)
+    threads(2)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 4, 5, 5)).astype(dtype)
+    for groups, bias in ((1, True), (2, False)):
+        w = rng.standard_normal((6, 4 // groups, 3, 3)).astype(dtype)
+        b = rng.standard_normal(6).astype(dtype) if bias else None
+        results = {}
+        for name in ("cython", "naive"):
+            out, cache = fastconv.conv2d_forward(x, w, b, stride=2, padding=1, groups=groups, backend=name)
+            results[name] = (out, *fastconv.conv2d_backward(np.sin(out), cache))
+        for got, want in zip(results["cython"], results["naive"]):
+            if want is None:
+                assert got is None
+            else:
+                assert_close(got, want)

@@ -1,13 +1,14 @@
 """Conv as a few wide GEMMs on numpy's all-thread BLAS, around a backend's own parallel kernels.
 
-Shared by the compiled backends for the layers where one GEMM per thread is a poor deal (a
-pointwise conv is nothing but GEMMs; a deep conv on a small image gives each thread short,
-packing-bound GEMMs). The samples of a step sit side by side as the columns of one matrix,
-so every product is as wide as the workspace allows (measured: float64 res-c128 forward and
-backward ~20 % faster than sample by sample). A pointwise conv multiplies each sample's
-image in place instead: moving it into and out of the wide layout costs more than the wider
-GEMM saves (measured ~25 % slower on the 1x1 case). Each backend decides
-when to take this path and supplies three parallel kernels (``Kernels``):
+For the layers where one GEMM per thread is a poor deal: a pointwise conv is nothing but
+GEMMs (``pointwise_forward``/``pointwise_backward``, used by both compiled backends); a deep
+conv on a small image gives each thread short, packing-bound GEMMs (``forward``/``backward``,
+the numba backend's choice there). In ``forward``/``backward`` the samples of a step sit
+side by side as the columns of one matrix, so every product is as wide as the workspace
+allows (measured: float64 res-c128 forward and backward ~20 % faster than sample by sample);
+a pointwise conv multiplies each sample's image in place instead, since moving it into and
+out of the wide layout costs more than the wider GEMM saves (~25 % on the 1x1 case). The
+caller supplies three parallel kernels (``Kernels``):
 
 - ``im2col(x_part, cols)``: ``cols[:, n*P:(n+1)*P]`` = the im2col matrix of ``x_part[n]``
   (cols: (C*KH*KW, n*P), P = OH*OW);
@@ -79,13 +80,10 @@ def _bytes_per_sample(x, w, p) -> int:
 
 def forward(x, w, b, p, kernels: Kernels):
     n_filters, positions = w.shape[0], p.out_h * p.out_w
+    if is_pointwise(w.shape, p):
+        return pointwise_forward(x, w, b, p)
     out = np.empty((x.shape[0], n_filters, p.out_h, p.out_w), x.dtype)
     weights = w.reshape(p.groups, n_filters // p.groups, -1)
-    if is_pointwise(w.shape, p):
-        np.matmul(weights, _per_sample(x, p.groups), out=_per_sample(out, p.groups))
-        if b is not None:
-            out += b[:, None, None]
-        return out
     for part in _steps(x.shape[0], _bytes_per_sample(x, w, p)):
         n = part.stop - part.start
         cols = _columns(x[part], w.shape, p, kernels)
@@ -98,11 +96,11 @@ def forward(x, w, b, p, kernels: Kernels):
 
 
 def backward(dout, x, w, p, has_bias, kernels: Kernels):
+    if is_pointwise(w.shape, p):
+        return pointwise_backward(dout, x, w, p, has_bias)
     groups, n_filters, positions = p.groups, w.shape[0], p.out_h * p.out_w
     weights = w.reshape(groups, n_filters // groups, -1)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    if is_pointwise(w.shape, p):
-        return (*_pointwise_backward(dout, x, weights, groups), db)
     dx = np.empty_like(x)
     dw = np.zeros(weights.shape, x.dtype)
     products = scratch("big_gemms.dw", weights.shape, x.dtype)
@@ -119,8 +117,20 @@ def backward(dout, x, w, p, has_bias, kernels: Kernels):
     return dx, dw.reshape(w.shape), db
 
 
-def _pointwise_backward(dout, x, weights, groups):
-    """dx, dw of a pointwise conv: per-sample products, the per-sample dw summed in order."""
+def pointwise_forward(x, w, b, p):
+    """A pointwise conv: out[n] = w @ x[n] per group, x[n] being its own im2col matrix."""
+    out = np.empty((x.shape[0], w.shape[0], p.out_h, p.out_w), x.dtype)
+    weights = w.reshape(p.groups, w.shape[0] // p.groups, -1)
+    np.matmul(weights, _per_sample(x, p.groups), out=_per_sample(out, p.groups))
+    if b is not None:
+        out += b[:, None, None]
+    return out
+
+
+def pointwise_backward(dout, x, w, p, has_bias):
+    """dx, dw, db of a pointwise conv: per-sample products, the per-sample dw summed in order."""
+    groups = p.groups
+    weights = w.reshape(groups, w.shape[0] // groups, -1)
     dx = np.empty_like(x)
     dout_mats, x_mats, dx_mats = (_per_sample(a, groups) for a in (dout, x, dx))
     np.matmul(weights.transpose(0, 2, 1), dout_mats, out=dx_mats)
@@ -129,4 +139,4 @@ def _pointwise_backward(dout, x, weights, groups):
         products = scratch("big_gemms.dw", (part.stop - part.start, *weights.shape), x.dtype)
         np.matmul(dout_mats[part], x_mats[part].transpose(0, 1, 3, 2), out=products)
         dw += products.sum(axis=0)
-    return dx, dw.reshape(-1, weights.shape[2], 1, 1)
+    return dx, dw.reshape(w.shape), dout.sum(axis=(0, 2, 3)) if has_bias else None

@@ -29,6 +29,7 @@ ctypedef struct Geometry:
     int C, H, W, F, Cg, Fg, KH, KW, OH, OW
     int sh, sw, ph, pw, dh, dw
     int groups, tile_rows, n_tiles
+    int samples  # > 1: a work item is that many whole images side by side (tile_rows = OH)
     bint identity  # 1x1 kernel, stride 1, no padding: the image already is its im2col matrix
 
 
@@ -39,15 +40,16 @@ def compiled_with():
 
 
 cdef Geometry _geometry(Py_ssize_t* x_shape, Py_ssize_t* w_shape, Py_ssize_t* out_shape,
-                        tuple params, int tile_rows):
+                        tuple params, int tile_rows, int samples):
     cdef Geometry g
     g.C, g.H, g.W = x_shape[1], x_shape[2], x_shape[3]
     g.F, g.Cg, g.KH, g.KW = w_shape[0], w_shape[1], w_shape[2], w_shape[3]
     g.OH, g.OW = out_shape[2], out_shape[3]
     g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups = params
     g.Fg = g.F // g.groups
-    g.tile_rows = tile_rows
-    g.n_tiles = (g.OH + tile_rows - 1) // tile_rows
+    g.samples = samples
+    g.tile_rows = g.OH if samples > 1 else tile_rows
+    g.n_tiles = (g.OH + g.tile_rows - 1) // g.tile_rows
     g.identity = (g.KH == 1 and g.KW == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0 and g.pw == 0)
     return g
 
@@ -126,8 +128,47 @@ cdef void _col2im(const Geometry* g, const floating* col, int oh0, int oh1,
         _col2im_channel(g, col + c * rows, oh0, oh1, image + c * g.H * g.W, (oh1 - oh0) * g.OW)
 
 
+cdef void _im2col_samples(const Geometry* g, const floating* x, Py_ssize_t n0, int m, int grp,
+                          floating* col) noexcept nogil:
+    # Group grp's columns of images n0 .. n0+m-1 side by side: col[(c, kh, kw), i*P + position]
+    cdef int i, c, positions = g.OH * g.OW, cols = m * positions
+    for i in range(m):
+        for c in range(g.Cg):
+            _im2col_channel(g, x + ((n0 + i) * g.C + grp * g.Cg + c) * g.H * g.W, 0, g.OH,
+                            col + c * g.KH * g.KW * cols + i * positions, cols)
+
+
+cdef void _forward_samples(const Geometry* g, const floating* x, const floating* w, const floating* bias,
+                           bint has_bias, floating* out, Py_ssize_t n0, int m, floating* col,
+                           floating* product) noexcept nogil:
+    # One GEMM over m whole images per group (small images: one image alone is too short a GEMM).
+    cdef int positions = g.OH * g.OW, cols = m * positions, k = g.Cg * g.KH * g.KW
+    cdef int grp, i, f, j
+    cdef floating shift
+    cdef floating* dst
+    cdef const floating* src
+    for grp in range(g.groups):
+        _im2col_samples(g, x, n0, m, grp, col)
+        _gemm(False, False, g.Fg, cols, k, 1, w + grp * g.Fg * k, k, col, cols, 0, product, cols)
+        for i in range(m):
+            for f in range(g.Fg):
+                dst = out + ((n0 + i) * g.F + grp * g.Fg + f) * positions
+                src = product + f * cols + i * positions
+                if has_bias:
+                    shift = bias[grp * g.Fg + f]
+                    for j in range(positions):
+                        dst[j] = src[j] + shift
+                else:
+                    memcpy(dst, src, positions * sizeof(floating))
+
+
 cdef void _forward_item(const Geometry* g, const floating* x, const floating* w, const floating* bias,
-                        bint has_bias, floating* out, Py_ssize_t item, floating* col) noexcept nogil:
+                        bint has_bias, floating* out, Py_ssize_t item, Py_ssize_t n_batch,
+                        floating* col, floating* product) noexcept nogil:
+    if g.samples > 1:
+        _forward_samples(g, x, w, bias, has_bias, out, item * g.samples,
+                         <int> min(g.samples, n_batch - item * g.samples), col, product)
+        return
     cdef Py_ssize_t n = item // g.n_tiles
     cdef int oh0 = <int> (item % g.n_tiles) * g.tile_rows
     cdef int oh1 = min(oh0 + g.tile_rows, g.OH)
@@ -155,20 +196,22 @@ cdef void _forward_item(const Geometry* g, const floating* x, const floating* w,
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] bias, floating[:, :, :, ::1] out, floating[:, ::1] col,
-                   tuple params, int tile_rows, int num_threads):
-    """out <- conv(x, w) + bias (bias empty = none); col: (threads, tile) scratch, params:
-    (sh, sw, ph, pw, dh, dw, groups). Work items are (sample, tile of output rows)."""
-    cdef Geometry g = _geometry(x.shape, w.shape, out.shape,
-                                params, tile_rows)
-    cdef Py_ssize_t item, n_items = x.shape[0] * g.n_tiles, col_stride = col.shape[1]
+                   floating[:, ::1] product, tuple params, int tile_rows, int samples, int num_threads):
+    """out <- conv(x, w) + bias (bias empty = none); col, product: (threads, tile) scratch;
+    params: (sh, sw, ph, pw, dh, dw, groups). Work items are (sample, tile of output rows), or
+    with samples > 1 groups of that many whole images (product then holds their GEMM result)."""
+    cdef Geometry g = _geometry(x.shape, w.shape, out.shape, params, tile_rows, samples)
+    cdef Py_ssize_t n_batch = x.shape[0], item, col_stride = col.shape[1], product_stride = product.shape[1]
+    cdef Py_ssize_t n_items = (n_batch + samples - 1) // samples if samples > 1 else n_batch * g.n_tiles
     cdef bint has_bias = bias.shape[0] > 0
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
     cdef int tid = 0  # thread-private inside the parallel block
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
         for item in prange(n_items, schedule="dynamic"):
-            _forward_item(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, has_bias,
-                          &out[0, 0, 0, 0], item, &col[0, 0] + tid * col_stride)
+            _forward_item(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, has_bias, &out[0, 0, 0, 0],
+                          item, n_batch, &col[0, 0] + tid * col_stride,
+                          &product[0, 0] + tid * product_stride)
 
 
 cdef void _backward_sample(const Geometry* g, const floating* dout, const floating* x,
@@ -216,17 +259,52 @@ cdef void _backward_sample(const Geometry* g, const floating* dout, const floati
             db_part[f] += total
 
 
+cdef void _backward_samples(const Geometry* g, const floating* dout, const floating* x,
+                            const floating* w, floating* dx, Py_ssize_t n0, int m, floating* dw_part,
+                            floating* db_part, floating* col, floating* dcol, floating* grads) noexcept nogil:
+    # _backward_sample over m whole images at once: their columns and output gradients side
+    # by side, so each GEMM sums over (or spans) m images' positions.
+    cdef int positions = g.OH * g.OW, in_plane = g.H * g.W, cols = m * positions
+    cdef int k = g.Cg * g.KH * g.KW
+    cdef int grp, i, c, f, j
+    cdef const floating* grad
+    cdef floating total
+    memset(dx + n0 * g.C * in_plane, 0, m * g.C * in_plane * sizeof(floating))
+    for grp in range(g.groups):
+        _im2col_samples(g, x, n0, m, grp, col)
+        for i in range(m):
+            for f in range(g.Fg):
+                memcpy(grads + f * cols + i * positions,
+                       dout + ((n0 + i) * g.F + grp * g.Fg + f) * positions, positions * sizeof(floating))
+        _gemm(False, True, g.Fg, k, cols, 1, grads, cols, col, cols, 1, dw_part + grp * g.Fg * k, k)
+        _gemm(True, False, k, cols, g.Fg, 1, w + grp * g.Fg * k, k, grads, cols, 0, dcol, cols)
+        for i in range(m):
+            for c in range(g.Cg):
+                _col2im_channel(g, dcol + c * g.KH * g.KW * cols + i * positions, 0, g.OH,
+                                dx + ((n0 + i) * g.C + grp * g.Cg + c) * in_plane, cols)
+    if db_part != NULL:
+        for i in range(m):
+            for f in range(g.F):
+                grad = dout + ((n0 + i) * g.F + f) * positions
+                total = 0
+                for j in range(positions):
+                    total = total + grad[j]
+                db_part[f] += total
+
+
 def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
                     floating[:, ::1] dw_parts, floating[:, ::1] db_parts,
-                    floating[:, ::1] col, floating[:, ::1] dcol,
-                    tuple params, int tile_rows, int num_threads):
+                    floating[:, ::1] col, floating[:, ::1] dcol, floating[:, ::1] grads,
+                    tuple params, int tile_rows, int samples, int num_threads):
     """dx <- full gradient; the batch is cut into len(dw_parts) fixed chunks of consecutive
     samples and dw_parts[c] += chunk c's share of dw (likewise db_parts, which may have zero
     columns = no bias). One thread runs a whole chunk in sample order, so each part is the same
-    whichever thread ran it; the caller sums the parts in chunk order."""
-    cdef Geometry g = _geometry(x.shape, w.shape, dout.shape, params, tile_rows)
-    cdef Py_ssize_t chunk, n, n_batch = x.shape[0], n_chunks = dw_parts.shape[0]
+    whichever thread ran it; the caller sums the parts in chunk order. With samples > 1 a chunk
+    goes that many whole images at a time (grads then holds their output gradients)."""
+    cdef Geometry g = _geometry(x.shape, w.shape, dout.shape, params, tile_rows, samples)
+    cdef Py_ssize_t chunk, n, first, last, n_batch = x.shape[0], n_chunks = dw_parts.shape[0]
+    cdef Py_ssize_t grads_stride = grads.shape[1]
     cdef Py_ssize_t col_stride = col.shape[1], dw_stride = dw_parts.shape[1], db_stride = db_parts.shape[1]
     cdef bint has_bias = db_parts.shape[1] > 0
     cdef floating* db_base = &db_parts[0, 0] if has_bias else NULL
@@ -234,52 +312,20 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
         for chunk in prange(n_chunks, schedule="dynamic"):
-            for n in range(chunk * n_batch // n_chunks, (chunk + 1) * n_batch // n_chunks):
-                _backward_sample(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
-                                 n, &dw_parts[0, 0] + chunk * dw_stride,
-                                 db_base + chunk * db_stride if has_bias else NULL,
-                                 &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride)
-
-
-def im2col_wide(const floating[:, :, :, ::1] x, floating[:, ::1] cols, tuple kernel_shape,
-                tuple params, int num_threads):
-    """cols[:, n*P:(n+1)*P] <- the im2col matrix of x[n] (cols: (C*KH*KW, N*P), P = OH*OW),
-    in parallel over (sample, channel) planes. kernel_shape: (KH, KW, OH, OW)."""
-    cdef Geometry g = _plane_geometry(x.shape, kernel_shape, params)
-    cdef Py_ssize_t task, n_tasks = x.shape[0] * g.C, rows = g.KH * g.KW, positions = g.OH * g.OW
-    cdef Py_ssize_t row_stride = cols.shape[1]
-    for task in prange(n_tasks, nogil=True, schedule="guided", num_threads=num_threads):
-        _im2col_channel(&g, &x[task // g.C, task % g.C, 0, 0], 0, g.OH,
-                        &cols[(task % g.C) * rows, (task // g.C) * positions], row_stride)
-
-
-def col2im_wide(const floating[:, ::1] cols, floating[:, :, :, ::1] dx, tuple kernel_shape,
-                tuple params, int num_threads):
-    """dx[n] <- the col2im scatter-add of cols[:, n*P:(n+1)*P], in parallel over planes."""
-    cdef Geometry g = _plane_geometry(dx.shape, kernel_shape, params)
-    cdef Py_ssize_t task, n_tasks = dx.shape[0] * g.C, rows = g.KH * g.KW, positions = g.OH * g.OW
-    cdef Py_ssize_t row_stride = cols.shape[1]
-    for task in prange(n_tasks, nogil=True, schedule="guided", num_threads=num_threads):
-        memset(&dx[task // g.C, task % g.C, 0, 0], 0, g.H * g.W * sizeof(floating))
-        _col2im_channel(&g, &cols[(task % g.C) * rows, (task // g.C) * positions], 0, g.OH,
-                        &dx[task // g.C, task % g.C, 0, 0], row_stride)
-
-
-def swap_leading_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int num_threads):
-    """dst[b, a, :] <- src[a, b, :] for (A, B, L) src and (B, A, L) dst, in parallel over rows."""
-    cdef Py_ssize_t task, a, b, b_size = src.shape[1], length = src.shape[2]
-    for task in prange(src.shape[0] * b_size, nogil=True, schedule="static", num_threads=num_threads):
-        a = task // b_size
-        b = task % b_size
-        memcpy(&dst[b, a, 0], &src[a, b, 0], length * sizeof(floating))
-
-
-cdef Geometry _plane_geometry(Py_ssize_t* x_shape, tuple kernel_shape, tuple params):
-    # The geometry one channel plane needs (no filters, no groups: each plane stands alone).
-    cdef Geometry g
-    g.C, g.H, g.W = x_shape[1], x_shape[2], x_shape[3]
-    g.KH, g.KW, g.OH, g.OW = kernel_shape
-    g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups = params
-    g.F = g.Cg = g.Fg = g.tile_rows = g.n_tiles = 0
-    g.identity = False
-    return g
+            first = chunk * n_batch // n_chunks
+            last = (chunk + 1) * n_batch // n_chunks
+            if samples > 1:
+                n = first
+                while n < last:
+                    _backward_samples(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                                      n, <int> min(samples, last - n), &dw_parts[0, 0] + chunk * dw_stride,
+                                      db_base + chunk * db_stride if has_bias else NULL,
+                                      &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride,
+                                      &grads[0, 0] + tid * grads_stride)
+                    n = n + samples
+            else:
+                for n in range(first, last):
+                    _backward_sample(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                                     n, &dw_parts[0, 0] + chunk * dw_stride,
+                                     db_base + chunk * db_stride if has_bias else NULL,
+                                     &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride)

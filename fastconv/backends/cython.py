@@ -2,19 +2,19 @@
 
 How it works
 ------------
-Conv forward splits the batch into work items (sample, tile of output rows); OpenMP threads
-take items as they free up, copy the tile's windows into their own slice of a reused column
-workspace (``_workspace.scratch``, at most ``FASTCONV_WORKSPACE_MB`` for every thread
+Conv forward splits the batch into work items (sample, tile of output rows), or for small
+output images (fewer than ``MIN_GEMM_COLUMNS`` positions) groups of whole images side by side,
+so that each GEMM is long enough to pay for packing the weights; OpenMP threads take items as
+they free up, copy the windows into their own slice of a reused column workspace (``_workspace.scratch``, at most ``FASTCONV_WORKSPACE_MB`` for every thread
 together, whatever N is) and multiply with single-threaded BLAS. A 1x1 / stride 1 / no-padding
 conv multiplies the image directly. Backward cuts the batch into fixed chunks of consecutive
 samples (a few per thread, so a thread slowed by other processes does not hold up the rest);
-the thread that takes a chunk rebuilds each sample's columns, adds ``dout @ cols^T`` into the
-chunk's own dw (and db) partial, and writes the sample's dx through ``w^T @ dout`` plus a
-col2im scatter. The partials are then summed in chunk order, so results are bitwise
+the thread that takes a chunk rebuilds each sample's (or group of images') columns, adds
+``dout @ cols^T`` into the chunk's own dw (and db) partial, and writes dx through
+``w^T @ dout`` plus a col2im scatter. The partials are then summed in chunk order, so results are bitwise
 reproducible at a fixed thread count.
-Pointwise convs and deep convs on small images (``uses_big_gemms``) instead take the shared
-big-GEMM path (``_big_gemms``): OpenMP im2col/col2im over (sample, channel) planes around a
-few large products on numpy's BLAS with every thread, outside any parallel region.
+Pointwise convs (``uses_all_thread_gemms``) are nothing but GEMMs: they run as per-sample
+products on numpy's BLAS with every thread (``_big_gemms.pointwise_*``, shared with numba).
 Pooling runs one (sample, channel) plane per iteration; max-pool keeps the winner's flat
 index as int32 for backward.
 
@@ -185,38 +185,31 @@ def _tile_rows(w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
     return max(1, min(p.out_h, max(by_bytes, by_positions)))
 
 
-# GEMM depth (C/G*KH*KW) and output positions per image for which the big-GEMM path wins.
-BIG_GEMMS_MIN_DEPTH = 512
-BIG_GEMMS_MAX_POSITIONS = 256
+# Images with fewer output positions than this share a work item, side by side in one GEMM
+# per thread: a GEMM over one small image is too short to pay for packing the weights.
+MIN_GEMM_COLUMNS = 1024
 
 
-def uses_big_gemms(w_shape, p) -> bool:
-    """Whether the GEMMs run as big products on numpy's BLAS with all threads (``_big_gemms``)
-    instead of one GEMM per thread and work item.
+def _samples_per_item(n: int, w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
+    """Whole images per work item (1: an item is a tile of one image's output rows)."""
+    positions = p.out_h * p.out_w
+    if positions >= MIN_GEMM_COLUMNS:
+        return 1
+    depth = w_shape[1] * w_shape[2] * w_shape[3]
+    per_image = (buffers * depth + w_shape[0] // p.groups) * positions * itemsize
+    # Half the workspace at most, leaving the rest to the dw partials.
+    fits = _workspace.WORKSPACE_LIMIT_BYTES // (2 * threads * per_image)
+    return max(1, min(-(-MIN_GEMM_COLUMNS // positions), -(-n // threads), fits))
 
-    Measured here: a pointwise conv needs no copies at all, so it is nothing but GEMMs; a deep
-    conv on a small image gives each thread short GEMMs that spend their time packing the
-    weights.
+
+def uses_all_thread_gemms(w_shape, p) -> bool:
+    """Whether a conv runs as per-sample products on numpy's BLAS with all threads
+    (``_big_gemms.pointwise_*``) instead of GEMMs per thread and work item: pointwise convs,
+    which need no copies at all (measured ~30 % faster). Deep convs on small images do better
+    with several images per work item (``_samples_per_item``), which also keeps numpy's BLAS
+    threads, spinning for ~0.1 s after each call, from competing with the OpenMP team.
     """
-    if w_shape[0] // p.groups < 4:
-        return False
-    deep = w_shape[1] * w_shape[2] * w_shape[3] >= BIG_GEMMS_MIN_DEPTH
-    return is_pointwise(w_shape, p) or (deep and p.out_h * p.out_w <= BIG_GEMMS_MAX_POSITIONS)
-
-
-def _wide_kernels(w_shape, p) -> _big_gemms.Kernels:
-    """The parallel kernels ``_big_gemms`` calls, on this module's OpenMP kernels."""
-    kernel_shape, params = (w_shape[2], w_shape[3], p.out_h, p.out_w), _conv_params(p)
-
-    def im2col(x_part, cols):
-        _run(_cy_conv.im2col_wide, x_part, cols, kernel_shape, params, _threads(x_part.shape[0] * x_part.shape[1]))
-
-    def col2im(cols, dx_part):
-        _run(_cy_conv.col2im_wide, cols, dx_part, kernel_shape, params, _threads(dx_part.shape[0] * dx_part.shape[1]))
-
-    def swap(src, dst):
-        _run(_cy_conv.swap_leading_axes, src, dst, _threads(src.shape[0] * src.shape[1]))
-    return _big_gemms.Kernels(im2col, col2im, swap)
+    return is_pointwise(w_shape, p) and w_shape[0] // p.groups >= 4
 
 
 def conv2d_forward(x, w, b, p):
@@ -224,21 +217,27 @@ def conv2d_forward(x, w, b, p):
         name = _fallback_backend()
         out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
         return out, Delegated(name, ctx)
-    if uses_big_gemms(w.shape, p):
-        return _big_gemms.forward(x, w, b, p, _wide_kernels(w.shape, p)), None
-    n = x.shape[0]
+    if uses_all_thread_gemms(w.shape, p):
+        return _big_gemms.pointwise_forward(x, w, b, p), None
+    n, depth, positions = x.shape[0], w.shape[1] * w.shape[2] * w.shape[3], p.out_h * p.out_w
     wanted = _threads(get_num_threads())
-    rows = _tile_rows(w.shape, p, x.dtype.itemsize, wanted, 1)
-    if n < wanted:  # split samples into more row tiles so every thread gets work
-        rows = min(rows, -(-p.out_h // -(-wanted // n)))
-    n_tiles = -(-p.out_h // rows)
-    threads = _threads(n * n_tiles)
-    tile = 1 if is_pointwise(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
+    samples = _samples_per_item(n, w.shape, p, x.dtype.itemsize, wanted, 1)
+    if samples > 1:
+        rows, items = p.out_h, -(-n // samples)
+        tile, product_size = depth * samples * positions, w.shape[0] // p.groups * samples * positions
+    else:
+        rows = _tile_rows(w.shape, p, x.dtype.itemsize, wanted, 1)
+        if n < wanted:  # split samples into more row tiles so every thread gets work
+            rows = min(rows, -(-p.out_h // -(-wanted // n)))
+        items = n * -(-p.out_h // rows)
+        tile, product_size = 1 if is_pointwise(w.shape, p) else depth * rows * p.out_w, 1
+    threads = _threads(items)
     col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
+    product = _workspace.scratch("cython.product", (threads, product_size), x.dtype)
     out = np.empty((n, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = _empty(x.dtype) if b is None else b
     with _blas_guard(threads):
-        _run(_cy_conv.conv2d_forward, x, w, bias, out, col, _conv_params(p), rows, threads)
+        _run(_cy_conv.conv2d_forward, x, w, bias, out, col, product, _conv_params(p), rows, samples, threads)
     return out, None
 
 
@@ -254,22 +253,29 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
         return _registry.get_module(ctx.backend).conv2d_backward(dout, x, w, ctx.ctx, p, has_bias)
     if not _conv_fits_int32(x, w, p):  # `auto` may hand us another backend's (empty) ctx
         return _registry.get_module(_fallback_backend()).conv2d_backward(dout, x, w, None, p, has_bias)
-    if uses_big_gemms(w.shape, p):
-        return _big_gemms.backward(dout, x, w, p, has_bias, _wide_kernels(w.shape, p))
-    threads = _threads(x.shape[0])
-    rows = _tile_rows(w.shape, p, x.dtype.itemsize, threads, 2)
-    tile = 1 if is_pointwise(w.shape, p) else w.shape[1] * w.shape[2] * w.shape[3] * rows * p.out_w
+    if uses_all_thread_gemms(w.shape, p):
+        return _big_gemms.pointwise_backward(dout, x, w, p, has_bias)
+    n, depth, positions = x.shape[0], w.shape[1] * w.shape[2] * w.shape[3], p.out_h * p.out_w
+    threads = _threads(n)
+    samples = _samples_per_item(n, w.shape, p, x.dtype.itemsize, threads, 2)
+    if samples > 1:
+        rows, tile, grads_size = p.out_h, depth * samples * positions, w.shape[0] // p.groups * samples * positions
+    else:
+        rows = _tile_rows(w.shape, p, x.dtype.itemsize, threads, 2)
+        tile, grads_size = 1 if is_pointwise(w.shape, p) else depth * rows * p.out_w, 1
     col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
     dcol = _workspace.scratch("cython.dcol", (threads, tile), x.dtype)
-    chunks = _backward_chunks(x.shape[0], threads, w.size * x.dtype.itemsize)
+    grads = _workspace.scratch("cython.product", (threads, grads_size), x.dtype)
+    # Chunks of at least `samples` images, so each can fill its GEMMs.
+    chunks = min(_backward_chunks(n, threads, w.size * x.dtype.itemsize), max(1, n // samples))
     dw_parts = _workspace.scratch("cython.dw", (chunks, w.size), x.dtype)
     db_parts = _workspace.scratch("cython.db", (chunks, w.shape[0] if has_bias else 0), x.dtype)
     dw_parts.fill(0)
     db_parts.fill(0)
     dx = np.empty_like(x)
     with _blas_guard(threads):
-        _run(_cy_conv.conv2d_backward, dout, x, w, dx, dw_parts, db_parts, col, dcol, _conv_params(p),
-             rows, threads)
+        _run(_cy_conv.conv2d_backward, dout, x, w, dx, dw_parts, db_parts, col, dcol, grads, _conv_params(p),
+             rows, samples, threads)
     # Fixed-order reduction of the chunk partials: same thread count, same bits.
     dw = dw_parts[0].copy()
     for part in dw_parts[1:]:
