@@ -13,7 +13,8 @@ The candidates are the available backends except the ``naive`` reference, in reg
   times backends side by side (see ``fastconv._timing`` for why; settling makes measuring
   cost about 0.1 s per candidate and visit). A candidate whose first timed call was
   ``SLOW_FACTOR`` times slower than another's first is not timed again. The
-  lowest median wins and is cached for the signature; a candidate later in registry order
+  fastest candidate by its best sample wins (noise only ever adds time, so on a busy machine
+  the minimum is the steadiest estimate) and is cached for the signature; a candidate later in registry order
   must be ``SWITCH_MARGIN`` faster to displace an earlier one, so noise does not flip
   near-ties. Forward and backward are timed together because a backward always runs on the
   backend its forward picked. Picking them separately (as cuDNN does) was tried and lost:
@@ -36,7 +37,6 @@ Pinning a backend
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 
 import numpy as np
@@ -46,7 +46,7 @@ from . import _registry, _timing
 MEASURE_MIN_FLOPS = 1e7
 MEASURE_MIN_POOL_OPS = 1e6
 MEASURE_SAMPLES = 6  # two visits of three timed calls each (see fastconv._timing)
-# A later candidate must beat an earlier one by this fraction: medians on a busy machine still
+# A later candidate must beat an earlier one by this fraction: timings on a busy machine still
 # jitter by a few percent, and registry order is the prior.
 SWITCH_MARGIN = 0.03
 SLOW_FACTOR = 3.0  # a candidate this many times slower than the best after one round is dropped
@@ -119,7 +119,7 @@ def _work(op: str, signature: tuple) -> float:
 
 
 def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
-    """Median seconds of forward + backward of each backend in ``names`` on ``signature``.
+    """Best seconds (of MEASURE_SAMPLES) of forward + backward of each backend in ``names`` on ``signature``.
 
     Infinite for a backend that fails (a broken candidate must not break the call).
     """
@@ -146,7 +146,7 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
         return True
 
     samples = _timing.interleaved(runs, wants_more)
-    return {name: statistics.median(samples[name]) if name not in failed else float("inf") for name in names}
+    return {name: min(samples[name]) if name not in failed else float("inf") for name in names}
 
 
 def _recording_failure(run, name: str, failed: set):
