@@ -186,8 +186,11 @@ def _tile_rows(w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
 
 
 # Images with fewer output positions than this share a work item, side by side in one GEMM
-# per thread: a GEMM over one small image is too short to pay for packing the weights.
+# per thread: a GEMM over one small image is too short to pay for packing the weights...
 MIN_GEMM_COLUMNS = 1024
+# ...but their columns stay within about this size, near the core's L2 cache (measured:
+# float64 res-c128 ran 15 % faster with two images per item than with four).
+SAMPLE_GROUP_BYTES = 5 * 2**20
 
 
 def _samples_per_item(n: int, w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
@@ -199,7 +202,8 @@ def _samples_per_item(n: int, w_shape, p, itemsize: int, threads: int, buffers: 
     per_image = (buffers * depth + w_shape[0] // p.groups) * positions * itemsize
     # Half the workspace at most, leaving the rest to the dw partials.
     fits = _workspace.WORKSPACE_LIMIT_BYTES // (2 * threads * per_image)
-    return max(1, min(-(-MIN_GEMM_COLUMNS // positions), -(-n // threads), fits))
+    near_cache = SAMPLE_GROUP_BYTES // (depth * positions * itemsize)
+    return max(1, min(-(-MIN_GEMM_COLUMNS // positions), near_cache, -(-n // threads), fits))
 
 
 def uses_all_thread_gemms(w_shape, p) -> bool:
