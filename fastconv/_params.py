@@ -9,6 +9,11 @@ def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int =
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def is_pointwise(w_shape, p: "ConvParams") -> bool:
+    """1x1 kernel, stride 1, no padding: x[n] viewed as (C, H*W) is already its im2col matrix."""
+    return tuple(w_shape[2:]) == (1, 1) and (p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 0, 0)
+
+
 class ConvParams(NamedTuple):
     """Everything a backend needs about a conv2d call besides the arrays."""
 

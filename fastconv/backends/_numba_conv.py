@@ -390,36 +390,3 @@ def conv_backward_params_direct(x, dout, geom, dw_out, db_out):
             for oh in range(out_h):
                 _add(acc, dout[n, f, oh])
         db_out[f] = acc.sum()
-
-
-@jit(parallel=True)
-def im2col_wide(x, kh, kw, geom, out_h, out_w, cols):
-    """cols[:, n*P:(n+1)*P] = im2col of x[n] (cols: (C*KH*KW, N*P), P = OH*OW), one (sample,
-    channel) task each: the samples side by side, as one wide GEMM operand."""
-    channels = x.shape[1]
-    rows, positions = kh * kw, out_h * out_w
-    for task in prange(x.shape[0] * channels):
-        n, c = task // channels, task % channels
-        _im2col(x[n, c:c + 1], kh, kw, geom, out_h, out_w, cols[c * rows:(c + 1) * rows], n * positions)
-
-
-@jit(parallel=True)
-def col2im_wide(cols, kh, kw, geom, out_h, out_w, dx):
-    """dx[n] = col2im of cols[:, n*P:(n+1)*P], one (sample, channel) plane each; zeroes the
-    padding entries of cols."""
-    channels = dx.shape[1]
-    rows, positions = kh * kw, out_h * out_w
-    for task in prange(dx.shape[0] * channels):
-        n, c = task // channels, task % channels
-        plane = dx[n, c:c + 1]
-        plane[...] = 0
-        _col2im_add(cols[c * rows:(c + 1) * rows], n * positions, kh, kw, geom, out_h, out_w, plane)
-
-
-@jit(parallel=True)
-def swap_leading_axes(src, dst):
-    """dst[b, a, :] = src[a, b, :] for (A, B, L) src and (B, A, L) dst, one row each."""
-    a_size, b_size = src.shape[0], src.shape[1]
-    for task in prange(a_size * b_size):
-        a, b = task // b_size, task % b_size
-        _copy(dst[b, a], src[a, b])

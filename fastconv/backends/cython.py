@@ -13,8 +13,6 @@ the thread that takes a chunk rebuilds each sample's (or group of images') colum
 ``dout @ cols^T`` into the chunk's own dw (and db) partial, and writes dx through
 ``w^T @ dout`` plus a col2im scatter. The partials are then summed in chunk order, so results are bitwise
 reproducible at a fixed thread count.
-Pointwise convs (``uses_all_thread_gemms``) are nothing but GEMMs: they run as per-sample
-products on numpy's BLAS with every thread (``_big_gemms.pointwise_*``, shared with numba).
 Pooling runs one (sample, channel) plane per iteration; max-pool keeps the winner's flat
 index as int32 for backward.
 
@@ -48,8 +46,8 @@ import numpy as np
 
 from .. import _registry
 from .._threads import get_num_threads, inner_blas_single_threaded
-from . import _big_gemms, _workspace
-from ._big_gemms import is_pointwise
+from .._params import is_pointwise
+from . import _workspace
 
 
 def _libgomp_loaded() -> bool:
@@ -196,7 +194,7 @@ SAMPLE_GROUP_BYTES = 5 * 2**20
 def _samples_per_item(n: int, w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
     """Whole images per work item (1: an item is a tile of one image's output rows)."""
     positions = p.out_h * p.out_w
-    if positions >= MIN_GEMM_COLUMNS:
+    if positions >= MIN_GEMM_COLUMNS or is_pointwise(w_shape, p):  # pointwise: no copies at all
         return 1
     depth = w_shape[1] * w_shape[2] * w_shape[3]
     per_image = (buffers * depth + w_shape[0] // p.groups) * positions * itemsize
@@ -206,23 +204,11 @@ def _samples_per_item(n: int, w_shape, p, itemsize: int, threads: int, buffers: 
     return max(1, min(-(-MIN_GEMM_COLUMNS // positions), near_cache, -(-n // threads), fits))
 
 
-def uses_all_thread_gemms(w_shape, p) -> bool:
-    """Whether a conv runs as per-sample products on numpy's BLAS with all threads
-    (``_big_gemms.pointwise_*``) instead of GEMMs per thread and work item: pointwise convs,
-    which need no copies at all (measured ~30 % faster). Deep convs on small images do better
-    with several images per work item (``_samples_per_item``), which also keeps numpy's BLAS
-    threads, spinning for ~0.1 s after each call, from competing with the OpenMP team.
-    """
-    return is_pointwise(w_shape, p) and w_shape[0] // p.groups >= 4
-
-
 def conv2d_forward(x, w, b, p):
     if not _conv_fits_int32(x, w, p):
         name = _fallback_backend()
         out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
         return out, Delegated(name, ctx)
-    if uses_all_thread_gemms(w.shape, p):
-        return _big_gemms.pointwise_forward(x, w, b, p), None
     n, depth, positions = x.shape[0], w.shape[1] * w.shape[2] * w.shape[3], p.out_h * p.out_w
     wanted = _threads(get_num_threads())
     samples = _samples_per_item(n, w.shape, p, x.dtype.itemsize, wanted, 1)
@@ -257,8 +243,6 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
         return _registry.get_module(ctx.backend).conv2d_backward(dout, x, w, ctx.ctx, p, has_bias)
     if not _conv_fits_int32(x, w, p):  # `auto` may hand us another backend's (empty) ctx
         return _registry.get_module(_fallback_backend()).conv2d_backward(dout, x, w, None, p, has_bias)
-    if uses_all_thread_gemms(w.shape, p):
-        return _big_gemms.pointwise_backward(dout, x, w, p, has_bias)
     n, depth, positions = x.shape[0], w.shape[1] * w.shape[2] * w.shape[3], p.out_h * p.out_w
     threads = _threads(n)
     samples = _samples_per_item(n, w.shape, p, x.dtype.itemsize, threads, 2)

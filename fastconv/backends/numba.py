@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._threads import inner_blas_single_threaded
-from . import _big_gemms, _numba_conv, _numba_pool, _numba_runtime
-from ._big_gemms import is_pointwise
+from .._params import is_pointwise
+from . import _numba_conv, _numba_pool, _numba_runtime
 from ._workspace import batch_chunk, scratch
 
 build_info = _numba_runtime.build_info
@@ -32,49 +32,8 @@ def uses_direct_loops(w_shape, groups) -> bool:
     return n_filters // groups < 4 or c_group * kh * kw < 4
 
 
-# GEMM depth (C/G*KH*KW) from which numpy's BLAS on all threads pays off.
-ALL_THREAD_GEMM_MIN_DEPTH = 512
-# In float64, per-thread GEMMs stay ahead on images with more output positions than this.
-ALL_THREAD_GEMM_MAX_POSITIONS_FLOAT64 = 256
-
-
-def uses_all_thread_gemms(w_shape, p, dtype) -> bool:
-    """Whether conv GEMMs run as big products on numpy's BLAS with all threads, outside any
-    parallel loop (im2col/col2im stay parallel around them), instead of one GEMM per thread.
-
-    Measured here: a pointwise conv needs no copies at all, so it is nothing but GEMMs; deep
-    GEMMs run as fast on numpy's BLAS with both cores as two single-threaded ones in float32,
-    and in float64 once one sample's GEMM is short (small output images). Calling numpy's
-    BLAS also keeps its worker threads (which spin for a while after each call) from
-    competing with our own when numpy products run between conv calls.
-    """
-    deep = w_shape[1] * w_shape[2] * w_shape[3] >= ALL_THREAD_GEMM_MIN_DEPTH
-    short = p.out_h * p.out_w <= ALL_THREAD_GEMM_MAX_POSITIONS_FLOAT64
-    return is_pointwise(w_shape, p) or (deep and (np.dtype(dtype) == np.float32 or short))
-
-
-def _wide_kernels(p, kh, kw) -> _big_gemms.Kernels:
-    """The parallel kernels ``_big_gemms`` calls, jitted."""
-    geom = _conv_geom(p)
-
-    def im2col(x_part, cols):
-        with _numba_runtime.parallel_region():
-            _numba_conv.im2col_wide(x_part, kh, kw, geom, p.out_h, p.out_w, cols)
-
-    def col2im(cols, dx_part):
-        with _numba_runtime.parallel_region():
-            _numba_conv.col2im_wide(cols, kh, kw, geom, p.out_h, p.out_w, dx_part)
-
-    def swap(src, dst):
-        with _numba_runtime.parallel_region():
-            _numba_conv.swap_leading_axes(src, dst)
-    return _big_gemms.Kernels(im2col, col2im, swap)
-
-
 def conv2d_forward(x, w, b, p):
     threads = _numba_runtime.use_threads()
-    if uses_all_thread_gemms(w.shape, p, x.dtype) and not uses_direct_loops(w.shape, p.groups):
-        return _big_gemms.forward(x, w, b, p, _wide_kernels(p, *w.shape[2:])), None
     n_batch, channels = x.shape[:2]
     out = np.empty((n_batch, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = np.zeros(0, x.dtype) if b is None else b
@@ -117,8 +76,6 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
             _numba_conv.conv_backward_input_direct(dout, w, geom, dx)
             _numba_conv.conv_backward_params_direct(x, dout, geom, dw, db)
         return dx, dw, db if has_bias else None
-    if uses_all_thread_gemms(w.shape, p, x.dtype):
-        return _big_gemms.backward(dout, x, w, p, has_bias, _wide_kernels(p, *w.shape[2:]))
 
     positions = p.out_h * p.out_w
     k_all = channels * w.shape[2] * w.shape[3]
