@@ -45,7 +45,7 @@ from . import _registry, _timing
 
 MEASURE_MIN_FLOPS = 1e7
 MEASURE_MIN_POOL_OPS = 1e6
-MEASURE_SAMPLES = 6  # two visits of three timed calls each (see fastconv._timing)
+MEASURE_SAMPLES = 9  # three visits of three timed calls each (see fastconv._timing)
 # A later candidate must beat an earlier one by this fraction: timings on a busy machine still
 # jitter by a few percent, and registry order is the prior.
 SWITCH_MARGIN = 0.03
