@@ -15,20 +15,16 @@ cdef extern from *:
         int mask = -take;
         return (a & mask) | (b & ~mask);
     }
-    static inline float fastconv_pick_float(int take, float a, float b) {
-        uint32_t ia, ib, mask = 0u - (uint32_t)take;
-        memcpy(&ia, &a, sizeof ia); memcpy(&ib, &b, sizeof ib);
-        ia = (ia & mask) | (ib & ~mask);
-        memcpy(&a, &ia, sizeof a);
-        return a;
-    }
-    static inline double fastconv_pick_double(int take, double a, double b) {
-        uint64_t ia, ib, mask = 0u - (uint64_t)take;
-        memcpy(&ia, &a, sizeof ia); memcpy(&ib, &b, sizeof ib);
-        ia = (ia & mask) | (ib & ~mask);
-        memcpy(&a, &ia, sizeof a);
-        return a;
-    }
+    #define FASTCONV_PICK(name, real, bits)                          \
+        static inline real name(int take, real a, real b) {          \
+            bits ia, ib, mask = (bits)0 - (bits)take;                \
+            memcpy(&ia, &a, sizeof ia); memcpy(&ib, &b, sizeof ib);  \
+            ia = (ia & mask) | (ib & ~mask);                         \
+            memcpy(&a, &ia, sizeof a);                               \
+            return a;                                                \
+        }
+    FASTCONV_PICK(fastconv_pick_float, float, uint32_t)
+    FASTCONV_PICK(fastconv_pick_double, double, uint64_t)
     """
     int fastconv_pick_int(int take, int a, int b) nogil
     float fastconv_pick_float(int take, float a, float b) nogil

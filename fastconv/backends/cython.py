@@ -241,8 +241,6 @@ def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
 def conv2d_backward(dout, x, w, ctx, p, has_bias):
     if isinstance(ctx, Delegated):
         return _registry.get_module(ctx.backend).conv2d_backward(dout, x, w, ctx.ctx, p, has_bias)
-    if not _conv_fits_int32(x, w, p):  # `auto` may hand us another backend's (empty) ctx
-        return _registry.get_module(_fallback_backend()).conv2d_backward(dout, x, w, None, p, has_bias)
     n, depth, positions = x.shape[0], w.shape[1] * w.shape[2] * w.shape[3], p.out_h * p.out_w
     threads = _threads(n)
     samples = _samples_per_item(n, w.shape, p, x.dtype.itemsize, threads, 2)
