@@ -204,30 +204,43 @@ def _samples_per_item(n: int, w_shape, p, itemsize: int, threads: int, buffers: 
     return max(1, min(-(-MIN_GEMM_COLUMNS // positions), near_cache, -(-n // threads), fits))
 
 
+class _Layout(NamedTuple):
+    """How a conv call splits its work: whole images per item (1: tiles of output rows), rows
+    per tile, and each thread's scratch sizes (columns; GEMM result or output gradients)."""
+
+    samples: int
+    rows: int
+    col_size: int
+    product_size: int
+
+
+def _layout(n: int, w_shape, p, itemsize: int, threads: int, buffers: int) -> _Layout:
+    depth, positions = w_shape[1] * w_shape[2] * w_shape[3], p.out_h * p.out_w
+    samples = _samples_per_item(n, w_shape, p, itemsize, threads, buffers)
+    if samples > 1:
+        return _Layout(samples, p.out_h, depth * samples * positions, w_shape[0] // p.groups * samples * positions)
+    rows = _tile_rows(w_shape, p, itemsize, threads, buffers)
+    if n < threads:  # split images into more row tiles so every thread gets work
+        rows = min(rows, -(-p.out_h // -(-threads // n)))
+    return _Layout(1, rows, 1 if is_pointwise(w_shape, p) else depth * rows * p.out_w, 1)
+
+
 def conv2d_forward(x, w, b, p):
     if not _conv_fits_int32(x, w, p):
         name = _fallback_backend()
         out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
         return out, Delegated(name, ctx)
-    n, depth, positions = x.shape[0], w.shape[1] * w.shape[2] * w.shape[3], p.out_h * p.out_w
-    wanted = _threads(get_num_threads())
-    samples = _samples_per_item(n, w.shape, p, x.dtype.itemsize, wanted, 1)
-    if samples > 1:
-        rows, items = p.out_h, -(-n // samples)
-        tile, product_size = depth * samples * positions, w.shape[0] // p.groups * samples * positions
-    else:
-        rows = _tile_rows(w.shape, p, x.dtype.itemsize, wanted, 1)
-        if n < wanted:  # split samples into more row tiles so every thread gets work
-            rows = min(rows, -(-p.out_h // -(-wanted // n)))
-        items = n * -(-p.out_h // rows)
-        tile, product_size = 1 if is_pointwise(w.shape, p) else depth * rows * p.out_w, 1
+    n = x.shape[0]
+    layout = _layout(n, w.shape, p, x.dtype.itemsize, _threads(get_num_threads()), 1)
+    items = -(-n // layout.samples) if layout.samples > 1 else n * -(-p.out_h // layout.rows)
     threads = _threads(items)
-    col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
-    product = _workspace.scratch("cython.product", (threads, product_size), x.dtype)
+    col = _workspace.scratch("cython.col", (threads, layout.col_size), x.dtype)
+    product = _workspace.scratch("cython.product", (threads, layout.product_size), x.dtype)
     out = np.empty((n, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = _empty(x.dtype) if b is None else b
     with _blas_guard(threads):
-        _run(_cy_conv.conv2d_forward, x, w, bias, out, col, product, _conv_params(p), rows, samples, threads)
+        _run(_cy_conv.conv2d_forward, x, w, bias, out, col, product, _conv_params(p), layout.rows,
+             layout.samples, threads)
     return out, None
 
 
@@ -241,19 +254,14 @@ def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
 def conv2d_backward(dout, x, w, ctx, p, has_bias):
     if isinstance(ctx, Delegated):
         return _registry.get_module(ctx.backend).conv2d_backward(dout, x, w, ctx.ctx, p, has_bias)
-    n, depth, positions = x.shape[0], w.shape[1] * w.shape[2] * w.shape[3], p.out_h * p.out_w
+    n = x.shape[0]
     threads = _threads(n)
-    samples = _samples_per_item(n, w.shape, p, x.dtype.itemsize, threads, 2)
-    if samples > 1:
-        rows, tile, grads_size = p.out_h, depth * samples * positions, w.shape[0] // p.groups * samples * positions
-    else:
-        rows = _tile_rows(w.shape, p, x.dtype.itemsize, threads, 2)
-        tile, grads_size = 1 if is_pointwise(w.shape, p) else depth * rows * p.out_w, 1
-    col = _workspace.scratch("cython.col", (threads, tile), x.dtype)
-    dcol = _workspace.scratch("cython.dcol", (threads, tile), x.dtype)
-    grads = _workspace.scratch("cython.product", (threads, grads_size), x.dtype)
+    layout = _layout(n, w.shape, p, x.dtype.itemsize, threads, 2)
+    col = _workspace.scratch("cython.col", (threads, layout.col_size), x.dtype)
+    dcol = _workspace.scratch("cython.dcol", (threads, layout.col_size), x.dtype)
+    grads = _workspace.scratch("cython.product", (threads, layout.product_size), x.dtype)
     # Chunks of at least `samples` images, so each can fill its GEMMs.
-    chunks = min(_backward_chunks(n, threads, w.size * x.dtype.itemsize), max(1, n // samples))
+    chunks = min(_backward_chunks(n, threads, w.size * x.dtype.itemsize), max(1, n // layout.samples))
     dw_parts = _workspace.scratch("cython.dw", (chunks, w.size), x.dtype)
     db_parts = _workspace.scratch("cython.db", (chunks, w.shape[0] if has_bias else 0), x.dtype)
     dw_parts.fill(0)
@@ -261,7 +269,7 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     dx = np.empty_like(x)
     with _blas_guard(threads):
         _run(_cy_conv.conv2d_backward, dout, x, w, dx, dw_parts, db_parts, col, dcol, grads, _conv_params(p),
-             rows, samples, threads)
+             layout.rows, layout.samples, threads)
     # Fixed-order reduction of the chunk partials: same thread count, same bits.
     dw = dw_parts[0].copy()
     for part in dw_parts[1:]:
