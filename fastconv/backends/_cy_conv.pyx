@@ -131,12 +131,45 @@ cdef void _im2col(const Geometry* g, const floating* image, int oh0, int oh1,
         _im2col_channel(g, image + c * g.H * g.W, oh0, oh1, col + c * rows, (oh1 - oh0) * g.OW)
 
 
-cdef void _col2im_channel(const Geometry* g, const floating* col, int oh0, int oh1,
+cdef void _col2im_channel_runs(const Geometry* g, floating* col, int oh0, int oh1,
+                               floating* plane, Py_ssize_t row_stride) noexcept nogil:
+    # _col2im_channel in the layout of _im2col_channel_runs: the cells that stand for padding
+    # are zeroed in col (scratch, dead after this), then each kernel offset is added as one
+    # shifted run; the zeroed cells land on wrapped-around cells and add nothing.
+    cdef int kh, kw, oh, off, lo, hi, shift_h, r_lo, r_hi
+    cdef Py_ssize_t first, stop, i
+    cdef floating* src
+    cdef floating* dst
+    for kh in range(g.KH):
+        shift_h = kh * g.dh - g.ph
+        r_lo = max(oh0, -shift_h)
+        r_hi = min(oh1, g.H - shift_h)
+        for kw in range(g.KW):
+            _valid_columns(g, kw, &off, &lo, &hi)
+            if r_hi <= r_lo or hi <= lo:
+                continue
+            src = col + (kh * g.KW + kw) * row_stride
+            if lo > 0 or hi < g.OW:
+                for oh in range(r_lo, r_hi):
+                    memset(src + (oh - oh0) * g.OW, 0, lo * sizeof(floating))
+                    memset(src + (oh - oh0) * g.OW + hi, 0, (g.OW - hi) * sizeof(floating))
+            first = (r_lo - oh0) * g.OW + lo
+            stop = (r_hi - 1 - oh0) * g.OW + hi
+            dst = plane + (r_lo + shift_h) * g.W + lo + off - first
+            for i in range(first, stop):
+                dst[i] += src[i]
+
+
+cdef void _col2im_channel(const Geometry* g, floating* col, int oh0, int oh1,
                           floating* plane, Py_ssize_t row_stride) noexcept nogil:
     # The adjoint of _im2col_channel: scatter-add col back into plane (padding cells dropped).
+    # col is scratch: the unit-stride path may zero its padding cells.
     cdef int kh, kw, oh, ow, ih, off, lo, hi
     cdef const floating* src
     cdef floating* dst
+    if g.sh == 1 and g.sw == 1 and g.OW == g.W:
+        _col2im_channel_runs(g, col, oh0, oh1, plane, row_stride)
+        return
     for kh in range(g.KH):
         for kw in range(g.KW):
             _valid_columns(g, kw, &off, &lo, &hi)
@@ -154,7 +187,7 @@ cdef void _col2im_channel(const Geometry* g, const floating* col, int oh0, int o
                 src += g.OW
 
 
-cdef void _col2im(const Geometry* g, const floating* col, int oh0, int oh1,
+cdef void _col2im(const Geometry* g, floating* col, int oh0, int oh1,
                   floating* image) noexcept nogil:
     cdef int c, rows = g.KH * g.KW * (oh1 - oh0) * g.OW
     for c in range(g.Cg):
