@@ -63,34 +63,55 @@ cdef inline void _valid_columns(const Geometry* g, int kw, int* off, int* lo, in
         hi[0] = lo[0]
 
 
+ctypedef struct Run:
+    # One kernel offset's cells in the "runs" layout (unit strides, output rows as wide as
+    # input rows): column cells [first, stop) of a tile map to plane cells shifted by `shift`;
+    # rows [r_lo, r_hi) are inside the image, columns [lo, hi) of each such row too.
+    int r_lo, r_hi, lo, hi
+    Py_ssize_t first, stop, shift
+
+
+cdef inline bint _run(const Geometry* g, int kh, int kw, int oh0, int oh1, Run* run) noexcept nogil:
+    """Fill ``run`` for kernel offset (kh, kw) on output rows [oh0, oh1); false if it is empty."""
+    cdef int off, shift_h = kh * g.dh - g.ph
+    run.r_lo = max(oh0, -shift_h)
+    run.r_hi = min(oh1, g.H - shift_h)
+    _valid_columns(g, kw, &off, &run.lo, &run.hi)
+    if run.r_hi <= run.r_lo or run.hi <= run.lo:
+        return False
+    run.first = (run.r_lo - oh0) * g.OW + run.lo
+    run.stop = (run.r_hi - 1 - oh0) * g.OW + run.hi
+    run.shift = (run.r_lo + shift_h) * g.W + run.lo + off - run.first
+    return True
+
+
+cdef inline void _zero_row_edges(const Geometry* g, const Run* run, int oh0, floating* cells) noexcept nogil:
+    # The cells of the in-image rows that fall into the side padding (they wrapped around).
+    cdef int oh
+    if run.lo > 0 or run.hi < g.OW:
+        for oh in range(run.r_lo, run.r_hi):
+            memset(cells + (oh - oh0) * g.OW, 0, run.lo * sizeof(floating))
+            memset(cells + (oh - oh0) * g.OW + run.hi, 0, (g.OW - run.hi) * sizeof(floating))
+
+
 cdef void _im2col_channel_runs(const Geometry* g, const floating* plane, int oh0, int oh1,
                                floating* col, Py_ssize_t row_stride) noexcept nogil:
-    # _im2col_channel for unit strides and output rows as wide as input rows: then a kernel
-    # offset's cells are one run of the flat plane shifted by a constant, copied at once (far
-    # faster than a copy per row of a small image); the cells that wrapped around a row edge
-    # (padding) are zeroed afterwards.
-    cdef int kh, kw, oh, off, lo, hi, shift_h, r_lo, r_hi
-    cdef Py_ssize_t first, stop
+    # _im2col_channel in the runs layout: each kernel offset's cells are copied as one shifted
+    # run of the flat plane (far faster than a copy per row of a small image), then the cells
+    # that wrapped around a row edge (padding) are zeroed.
+    cdef int kh, kw
+    cdef Run run
     cdef floating* dst
     for kh in range(g.KH):
-        shift_h = kh * g.dh - g.ph
-        r_lo = max(oh0, -shift_h)
-        r_hi = min(oh1, g.H - shift_h)
         for kw in range(g.KW):
-            _valid_columns(g, kw, &off, &lo, &hi)
             dst = col + (kh * g.KW + kw) * row_stride
-            if r_hi <= r_lo or hi <= lo:
+            if not _run(g, kh, kw, oh0, oh1, &run):
                 memset(dst, 0, (oh1 - oh0) * g.OW * sizeof(floating))
                 continue
-            memset(dst, 0, (r_lo - oh0) * g.OW * sizeof(floating))
-            memset(dst + (r_hi - oh0) * g.OW, 0, (oh1 - r_hi) * g.OW * sizeof(floating))
-            first = (r_lo - oh0) * g.OW + lo
-            stop = (r_hi - 1 - oh0) * g.OW + hi
-            memcpy(dst + first, plane + (r_lo + shift_h) * g.W + lo + off, (stop - first) * sizeof(floating))
-            if lo > 0 or hi < g.OW:
-                for oh in range(r_lo, r_hi):
-                    memset(dst + (oh - oh0) * g.OW, 0, lo * sizeof(floating))
-                    memset(dst + (oh - oh0) * g.OW + hi, 0, (g.OW - hi) * sizeof(floating))
+            memset(dst, 0, (run.r_lo - oh0) * g.OW * sizeof(floating))
+            memset(dst + (run.r_hi - oh0) * g.OW, 0, (oh1 - run.r_hi) * g.OW * sizeof(floating))
+            memcpy(dst + run.first, plane + run.first + run.shift, (run.stop - run.first) * sizeof(floating))
+            _zero_row_edges(g, &run, oh0, dst)
 
 
 cdef void _im2col_channel(const Geometry* g, const floating* plane, int oh0, int oh1,
@@ -133,30 +154,22 @@ cdef void _im2col(const Geometry* g, const floating* image, int oh0, int oh1,
 
 cdef void _col2im_channel_runs(const Geometry* g, floating* col, int oh0, int oh1,
                                floating* plane, Py_ssize_t row_stride) noexcept nogil:
-    # _col2im_channel in the layout of _im2col_channel_runs: the cells that stand for padding
-    # are zeroed in col (scratch, dead after this), then each kernel offset is added as one
-    # shifted run; the zeroed cells land on wrapped-around cells and add nothing.
-    cdef int kh, kw, oh, off, lo, hi, shift_h, r_lo, r_hi
-    cdef Py_ssize_t first, stop, i
+    # _col2im_channel in the runs layout: the cells that stand for padding are zeroed in col
+    # (scratch, dead after this), then each kernel offset is added as one shifted run; the
+    # zeroed cells land on wrapped-around cells and add nothing.
+    cdef int kh, kw
+    cdef Py_ssize_t i
+    cdef Run run
     cdef floating* src
     cdef floating* dst
     for kh in range(g.KH):
-        shift_h = kh * g.dh - g.ph
-        r_lo = max(oh0, -shift_h)
-        r_hi = min(oh1, g.H - shift_h)
         for kw in range(g.KW):
-            _valid_columns(g, kw, &off, &lo, &hi)
-            if r_hi <= r_lo or hi <= lo:
+            if not _run(g, kh, kw, oh0, oh1, &run):
                 continue
             src = col + (kh * g.KW + kw) * row_stride
-            if lo > 0 or hi < g.OW:
-                for oh in range(r_lo, r_hi):
-                    memset(src + (oh - oh0) * g.OW, 0, lo * sizeof(floating))
-                    memset(src + (oh - oh0) * g.OW + hi, 0, (g.OW - hi) * sizeof(floating))
-            first = (r_lo - oh0) * g.OW + lo
-            stop = (r_hi - 1 - oh0) * g.OW + hi
-            dst = plane + (r_lo + shift_h) * g.W + lo + off - first
-            for i in range(first, stop):
+            _zero_row_edges(g, &run, oh0, src)
+            dst = plane + run.shift
+            for i in range(run.first, run.stop):
                 dst[i] += src[i]
 
 
