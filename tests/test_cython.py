@@ -237,3 +237,75 @@ def test_several_images_per_work_item(monkeypatch, threads, dtype, min_columns):
                 assert got is None
             else:
                 assert_close(got, want)
+
+
+# Winograd F(2x2, 3x3) path: odd and even sizes, every padding, tile rows split across blocks
+# and segments, images smaller than a tile.
+WINOGRAD_SHAPES = [  # (x shape, filters, padding)
+    ((2, 3, 7, 8), 4, 1), ((2, 3, 6, 5), 4, 0), ((1, 2, 5, 5), 3, 2), ((3, 4, 9, 9), 5, (1, 0)),
+    ((5, 6, 3, 4), 7, (0, 3)), ((4, 8, 1, 1), 3, 1), ((4, 8, 1, 1), 3, (4, 1)), ((2, 2, 5, 140), 3, 1),
+    ((3, 5, 12, 12), 6, 1),
+]
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Route every 3x3 / stride 1 conv through Winograd, in small blocks; count the calls."""
+    from fastconv.backends import cython as cy
+    monkeypatch.setattr(cy, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(cy, "WINOGRAD_BLOCK_BYTES", 1)  # the smallest block: many per call
+    calls = []
+    kernels = cy._cy_winograd
+
+    class Counting:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(kernels, name)
+
+    monkeypatch.setattr(cy, "_cy_winograd", Counting())
+    return calls
+
+
+@pytest.mark.parametrize("x_shape,filters,padding", WINOGRAD_SHAPES)
+def test_winograd_matches_naive(x_shape, filters, padding, dtype, winograd_everywhere):
+    from fastconv.testing import ConvCase
+    case = ConvCase("winograd", x_shape, (filters, x_shape[1], 3, 3), 1, padding)
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(shape).astype(dtype) for shape in (x_shape, case.w_shape, filters))
+    out_shape = fastconv.conv2d_forward(x, w, b, 1, padding, backend="naive")[0].shape
+    dout = rng.standard_normal(out_shape).astype(dtype)
+    for a in (x, w, b, dout):
+        a.flags.writeable = False
+    assert_all_close(conv_all(case, x, w, b, dout, "cython"), conv_all(case, x, w, b, dout, "naive"))
+    assert {"conv2d_forward", "conv2d_backward"} <= set(winograd_everywhere)
+    assert_all_close(conv_all(case, x, w, None, dout, "cython"), conv_all(case, x, w, None, dout, "naive"))
+
+
+def test_winograd_is_bitwise_deterministic_and_thread_count_free(winograd_everywhere, threads):
+    from fastconv.testing import ConvCase
+    case = ConvCase("winograd", (6, 5, 12, 12), (6, 5, 3, 3), 1, 1)
+    x, w, b, dout = conv_inputs(case, np.float64)
+    threads(2)
+    first = conv_all(case, x, w, b, dout, "cython")
+    for _ in range(3):
+        for a, e in zip(conv_all(case, x, w, b, dout, "cython"), first):
+            np.testing.assert_array_equal(a, e)
+    threads(1)
+    assert_all_close(conv_all(case, x, w, b, dout, "cython"), first)
+
+
+def test_winograd_only_where_it_computes_the_conv():
+    from fastconv._params import ConvParams
+    from fastconv.backends import cython as cy
+    x = np.zeros((2, 32, 8, 8))
+
+    def plan(w_shape, stride=1, dilation=1, groups=1):
+        p = ConvParams(stride, stride, 1, 1, dilation, dilation, groups, 8, 8)  # out size unused
+        return cy._winograd_plan(x, np.zeros(w_shape), p, 2)
+
+    assert plan((32, 32, 3, 3)) is not None
+    assert plan((32, 32, 3, 3), stride=2) is None
+    assert plan((32, 32, 3, 3), dilation=2) is None
+    assert plan((32, 16, 3, 3), groups=2) is None
+    assert plan((32, 32, 5, 5)) is None
+    assert plan((4, 32, 3, 3)) is None  # too few filters to pay for the transforms
