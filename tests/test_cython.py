@@ -309,3 +309,23 @@ def test_winograd_only_where_it_computes_the_conv():
     assert plan((32, 16, 3, 3), groups=2) is None
     assert plan((32, 32, 5, 5)) is None
     assert plan((4, 32, 3, 3)) is None  # too few filters to pay for the transforms
+
+
+def test_winograd_stays_within_the_workspace_limit(monkeypatch):
+    from fastconv.backends import _workspace
+    from fastconv.backends import cython as cy
+    from fastconv._params import ConvParams
+    p = ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8)
+    x, w = np.zeros((2, 64, 8, 8)), np.zeros((64, 64, 3, 3))
+    assert cy._winograd_plan(x, w, p, 2) is not None
+    monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", 16 * 64 * 64 * 8 * 3)  # u and 2 du, no blocks
+    assert cy._winograd_plan(x, w, p, 2) is None
+
+
+def test_winograd_can_be_turned_off_from_the_environment():
+    import os
+    import subprocess
+    code = "from fastconv.backends import cython as cy; print(cy.WINOGRAD_MIN_CHANNELS > 2**40)"
+    env = dict(os.environ, FASTCONV_WINOGRAD="0")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True"
