@@ -16,8 +16,9 @@ reproducible at a fixed thread count.
 3x3 / stride 1 / undilated / ungrouped convs with at least ``WINOGRAD_MIN_CHANNELS`` channels
 and filters take the Winograd F(2x2, 3x3) path (``_cy_winograd.pyx``) instead: 2.25x fewer
 multiplications, so these layers run ~1.5-2x faster than their GEMM. Its rounding differs
-from the GEMM path's (error a small multiple of it: measured 1e-12 relative in float64, 1e-6
-in float32); ``FASTCONV_WINOGRAD=0`` in the environment turns the path off.
+from the GEMM path's but is as small (measured on vgg-c64 and res-c128, largest error over
+largest value: ~1e-15 in float64, ~5e-7 in float32, for the GEMM path in float32 the same);
+``FASTCONV_WINOGRAD=0`` in the environment turns the path off.
 Pooling runs one (sample, channel) plane per iteration; max-pool keeps the winner's flat
 index as int32 for backward.
 
