@@ -138,6 +138,7 @@ class Delegated(NamedTuple):
 def build_info() -> dict:
     """How the extension was compiled (OpenMP, -march=native, bounds checks) and the thread setting."""
     info = _cy_conv.compiled_with()
+    info["winograd_min_channels"] = WINOGRAD_MIN_CHANNELS if WINOGRAD_MIN_CHANNELS < 2**62 else "off"
     info["threads"] = get_num_threads()
     info["forked_child"] = _stale_pool_thread is not None
     info["omp_wait_policy"] = "PASSIVE (set by fastconv)" if _PASSIVE_WAIT_SET_HERE else os.environ.get(
