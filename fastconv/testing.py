@@ -188,6 +188,9 @@ CONV_GRID = (
     ConvConfig("groups-no-bias", (1, 4, 5, 5), (2, 2, 2, 3), (1, 2), (0, 1), groups=2, bias=False),
     # Dilated kernel wider than the input: its last column of taps only ever reads padding.
     ConvConfig("taps-only-in-padding", (1, 2, 7, 5), (1, 2, 2, 4), 1, 3, 3, bias=False),
+    # 3x3 / stride 1 with >= 16 channels and filters: cython's Winograd path, odd tile edges.
+    ConvConfig("winograd", (2, 16, 7, 6), (16, 16, 3, 3), 1, 1),
+    ConvConfig("winograd-pads", (3, 17, 5, 9), (18, 17, 3, 3), 1, (0, 2), bias=False),
 )
 
 POOL_GRID = (

@@ -329,3 +329,22 @@ def test_winograd_can_be_turned_off_from_the_environment():
     env = dict(os.environ, FASTCONV_WINOGRAD="0")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "True"
+
+
+def test_winograd_from_concurrent_python_threads(winograd_everywhere):
+    from fastconv.testing import ConvCase
+    cases = [ConvCase("winograd", x_shape, (f, x_shape[1], 3, 3), 1, pad if isinstance(pad, int) else 1)
+             for x_shape, f, pad in WINOGRAD_SHAPES if min(x_shape[2:]) >= 3]
+    inputs = [conv_inputs(case, dtype, seed=seed) + (case,)
+              for seed, (case, dtype) in enumerate((c, d) for c in cases for d in (np.float32, np.float64))]
+
+    def work(item):
+        x, w, b, dout, case = item
+        return conv_all(case, x, w, b, dout, "cython")
+
+    expected = [work(item) for item in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(work, inputs * 3))
+    for result, want in zip(got, expected * 3):
+        for a, e in zip(result, want):
+            np.testing.assert_array_equal(a, e)
