@@ -1,4 +1,5 @@
-# Shared by the compiled kernels: the fused float type and one row-major GEMM over scipy's BLAS.
+# Shared by the compiled kernels: the fused float type, one row-major GEMM over scipy's BLAS
+# and a row sum.
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -15,3 +16,19 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda, &beta, c, &ldc)
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta, c, &ldc)
+
+
+cdef inline floating _sum(const floating* values, Py_ssize_t count) noexcept nogil:
+    # In 8 interleaved partial sums, combined in a fixed order: one running sum would wait on
+    # each add's latency (measured: the bias gradient of cs231n-s2 took a quarter of backward).
+    cdef floating lanes[8]
+    cdef Py_ssize_t i, body = count - count % 8
+    cdef int u
+    for u in range(8):
+        lanes[u] = 0
+    for i in range(0, body, 8):
+        for u in range(8):
+            lanes[u] += values[i + u]
+    for i in range(body, count):
+        lanes[0] += values[i]
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))

@@ -2,7 +2,7 @@
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
-from ._cy_blas cimport _gemm, floating
+from ._cy_blas cimport _gemm, _sum, floating
 
 cdef extern from *:
     """
@@ -297,12 +297,11 @@ cdef void _backward_sample(const Geometry* g, const floating* dout, const floati
                            const floating* w, floating* dx, Py_ssize_t n, floating* dw_part,
                            floating* db_part, floating* col, floating* dcol) noexcept nogil:
     cdef int out_plane = g.OH * g.OW, in_plane = g.H * g.W, k = g.Cg * g.KH * g.KW
-    cdef int t, grp, oh0, oh1, cols, f, j
+    cdef int t, grp, oh0, oh1, cols, f
     cdef const floating* image
     cdef const floating* grad
     cdef const floating* patches
     cdef floating* dimage
-    cdef floating total
     if not g.identity:  # the identity path overwrites every cell of dx[n] with beta = 0
         memset(dx + n * g.C * in_plane, 0, g.C * in_plane * sizeof(floating))
     for t in range(g.n_tiles):
@@ -331,11 +330,7 @@ cdef void _backward_sample(const Geometry* g, const floating* dout, const floati
                 _col2im(g, dcol, oh0, oh1, dimage)
     if db_part != NULL:
         for f in range(g.F):
-            grad = dout + (n * g.F + f) * out_plane
-            total = 0
-            for j in range(out_plane):
-                total = total + grad[j]
-            db_part[f] += total
+            db_part[f] += _sum(dout + (n * g.F + f) * out_plane, out_plane)
 
 
 cdef void _backward_samples(const Geometry* g, const floating* dout, const floating* x,
@@ -345,9 +340,7 @@ cdef void _backward_samples(const Geometry* g, const floating* dout, const float
     # by side, so each GEMM sums over (or spans) m images' positions.
     cdef int positions = g.OH * g.OW, in_plane = g.H * g.W, cols = m * positions
     cdef int k = g.Cg * g.KH * g.KW
-    cdef int grp, i, c, f, j
-    cdef const floating* grad
-    cdef floating total
+    cdef int grp, i, c, f
     memset(dx + n0 * g.C * in_plane, 0, m * g.C * in_plane * sizeof(floating))
     for grp in range(g.groups):
         _im2col_samples(g, x, n0, m, grp, col)
@@ -364,11 +357,7 @@ cdef void _backward_samples(const Geometry* g, const floating* dout, const float
     if db_part != NULL:
         for i in range(m):
             for f in range(g.F):
-                grad = dout + ((n0 + i) * g.F + f) * positions
-                total = 0
-                for j in range(positions):
-                    total = total + grad[j]
-                db_part[f] += total
+                db_part[f] += _sum(dout + ((n0 + i) * g.F + f) * positions, positions)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, ::1] x,

@@ -12,7 +12,7 @@ consecutive tiles whose transforms stay near the core's cache between the GEMMs.
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memset
 
-from ._cy_blas cimport _gemm, floating
+from ._cy_blas cimport _gemm, _sum, floating
 
 
 ctypedef struct Tiling:
@@ -332,10 +332,8 @@ cdef void _backward_chunk(const Tiling* t, const floating* dout, const floating*
     cdef Py_ssize_t first = first_image * t.per_image, tiles = (last_image - first_image) * t.per_image
     cdef Py_ssize_t blocks = (tiles + t.block - 1) // t.block
     cdef Py_ssize_t size = (tiles + blocks - 1) // blocks  # even blocks: no short GEMM at the end
-    cdef Py_ssize_t start, count, n, f, i, plane = t.OH * t.OW
+    cdef Py_ssize_t start, count, n, f, plane = t.OH * t.OW
     cdef int xi
-    cdef floating total
-    cdef const floating* grad
     memset(dx + first_image * t.C * t.H * t.W, 0, (last_image - first_image) * t.C * t.H * t.W * sizeof(floating))
     start = 0
     while start < tiles:
@@ -352,12 +350,9 @@ cdef void _backward_chunk(const Tiling* t, const floating* dout, const floating*
     _weight_grad(du, t.F * t.C, dw_part)
     if db_part != NULL:
         for f in range(t.F):
-            total = 0
+            db_part[f] = 0
             for n in range(first_image, last_image):
-                grad = dout + (n * t.F + f) * plane
-                for i in range(plane):
-                    total = total + grad[i]
-            db_part[f] = total
+                db_part[f] += _sum(dout + (n * t.F + f) * plane, plane)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, ::1] x,
