@@ -193,9 +193,10 @@ def _tile_rows(w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
 # Images with fewer output positions than this share a work item, side by side in one GEMM
 # per thread: a GEMM over one small image is too short to pay for packing the weights...
 MIN_GEMM_COLUMNS = 1024
-# ...but their columns stay within about this size, near the core's L2 cache (measured:
-# float64 res-c128 ran 15 % faster with two images per item than with four).
-SAMPLE_GROUP_BYTES = 5 * 2**20
+# ...but their columns stay within about this size, in the core's L2 cache (measured on a
+# 1 MiB-L2 core: down-s2 and res-c128 (GEMM path) forward+backward 7-30 % faster than with
+# 5 MiB, which a 4 MiB-L2 core had favoured; none slower).
+SAMPLE_GROUP_BYTES = 2**20
 
 
 def _samples_per_item(n: int, w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
