@@ -72,7 +72,8 @@ cdef inline floating _pick(bint take, floating a, floating b) noexcept nogil:
         return fastconv_pick_double(take, a, b)
 
 
-cdef void _max_plane(const Window* g, const floating* x, floating* out, int* argmax) noexcept nogil:
+cdef inline void _max_plane_strided(const Window* g, const floating* x, floating* out, int* argmax,
+                                    int stride) noexcept nogil:
     # One output row at a time, visiting window cells in row-major order (r, then kernel
     # column j) for all output columns at once: each column's sequence of visits is its own
     # window's scan, and the loop over output columns has no dependence.
@@ -94,11 +95,21 @@ cdef void _max_plane(const Window* g, const floating* x, floating* out, int* arg
             for j in range(g.kw):
                 _valid_columns(g, j, &off, &lo, &hi)
                 for ow in range(lo, hi):
-                    value = row[ow * g.sw + off]
-                    index = r * g.W + ow * g.sw + off
+                    value = row[ow * stride + off]
+                    index = r * g.W + ow * stride + off
                     take = _takes_over(value, best[ow])
                     best_index[ow] = fastconv_pick_int(take, index, best_index[ow])
                     best[ow] = _pick(take, value, best[ow])
+
+
+cdef void _max_plane(const Window* g, const floating* x, floating* out, int* argmax) noexcept nogil:
+    # The common strides as constants, so the compiler can vectorize their loops.
+    if g.sw == 1:
+        _max_plane_strided(g, x, out, argmax, 1)
+    elif g.sw == 2:
+        _max_plane_strided(g, x, out, argmax, 2)
+    else:
+        _max_plane_strided(g, x, out, argmax, g.sw)
 
 
 cdef void _max_plane_2x2(const Window* g, const floating* x, floating* out, int* argmax) noexcept nogil:
