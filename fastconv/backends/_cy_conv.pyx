@@ -137,6 +137,9 @@ cdef void _im2col_channel(const Geometry* g, const floating* plane, int oh0, int
                     memset(dst, 0, lo * sizeof(floating))
                     if g.sw == 1:
                         memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                    elif g.sw == 2:  # a constant stride the compiler can vectorize
+                        for ow in range(lo, hi):
+                            dst[ow] = src[2 * ow]
                     else:
                         for ow in range(lo, hi):
                             dst[ow] = src[ow * g.sw]
@@ -191,9 +194,12 @@ cdef void _col2im_channel(const Geometry* g, floating* col, int oh0, int oh1,
                 ih = oh * g.sh - g.ph + kh * g.dh
                 if ih >= 0 and ih < g.H:
                     dst = plane + ih * g.W + off
-                    if g.sw == 1:  # a unit stride the compiler can vectorize
+                    if g.sw == 1:  # constant strides the compiler can vectorize
                         for ow in range(lo, hi):
                             dst[ow] += src[ow]
+                    elif g.sw == 2:
+                        for ow in range(lo, hi):
+                            dst[2 * ow] += src[ow]
                     else:
                         for ow in range(lo, hi):
                             dst[ow * g.sw] += src[ow]
