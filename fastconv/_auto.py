@@ -12,11 +12,13 @@ The candidates are the available backends except the ``naive`` reference, in reg
   ``MEASURE_SAMPLES`` times in interleaved, settled visits, exactly as ``fastconv bench``
   times backends side by side (see ``fastconv._timing`` for why; settling makes measuring
   cost about 0.1 s per candidate and visit). A candidate whose first timed call was
-  ``SLOW_FACTOR`` times slower than another's first is not timed again. The
-  fastest candidate by its best sample wins (noise only ever adds time, so on a busy machine
-  the minimum is the steadiest estimate) and is cached for the signature; a candidate later in registry order
-  must be ``SWITCH_MARGIN`` faster to displace an earlier one, so noise does not flip
-  near-ties. Forward and backward are timed together because a backward always runs on the
+  ``SLOW_FACTOR`` times slower than another's first is not timed again. Candidates whose
+  medians end within ``NEAR_TIE`` of the fastest are timed on, up to ``NEAR_TIE_SAMPLES``
+  each: between near-equals one slow visit on a busy machine would otherwise decide. The
+  fastest candidate by its median sample wins (the statistic ``fastconv bench`` reports,
+  and what a training loop sees) and is cached for the signature; a candidate later in
+  registry order must be ``SWITCH_MARGIN`` faster to displace an earlier one, so noise does
+  not flip exact ties. Forward and backward are timed together because a backward always runs on the
   backend its forward picked. Picking them separately (as cuDNN does) was tried and lost:
   one backend's worker threads keep spinning after its forward and take a core from
   another backend's backward (measured: numba forward + cython backward on vgg-c64
@@ -46,6 +48,8 @@ from . import _registry, _timing
 MEASURE_MIN_FLOPS = 1e7
 MEASURE_MIN_POOL_OPS = 1e6
 MEASURE_SAMPLES = 9  # three visits of three timed calls each (see fastconv._timing)
+NEAR_TIE = 0.10
+NEAR_TIE_SAMPLES = 18
 # A later candidate must beat an earlier one by this fraction: timings on a busy machine still
 # jitter by a few percent, and registry order is the prior.
 SWITCH_MARGIN = 0.03
@@ -119,7 +123,7 @@ def _work(op: str, signature: tuple) -> float:
 
 
 def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
-    """Best seconds (of MEASURE_SAMPLES) of forward + backward of each backend in ``names`` on ``signature``.
+    """Median seconds of forward + backward of each backend in ``names`` on ``signature``.
 
     Infinite for a backend that fails (a broken candidate must not break the call).
     """
@@ -134,19 +138,30 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
         runs[name] = _recording_failure(run, name, failed)
 
     first_samples: dict[str, float] = {}
+    taken: dict[str, list[float]] = {}
+
+    def near_tie(name: str) -> bool:
+        medians = {other: float(np.median(s)) for other, s in taken.items()
+                   if other not in failed and len(s) >= MEASURE_SAMPLES}
+        close = [other for other, t in medians.items() if t <= (1.0 + NEAR_TIE) * min(medians.values())]
+        return name in close and len(close) > 1
 
     def wants_more(name: str, samples: list[float], spent: float) -> bool:
+        taken[name] = samples
         if samples and name not in first_samples:
             first_samples[name] = samples[0]
-        if name in failed or len(samples) >= MEASURE_SAMPLES:
+        if name in failed:
             return False
         if samples:  # lost already: a slow backend on a big call would cost seconds more
             fastest = min(t for other, t in first_samples.items() if other not in failed)
-            return samples[0] <= SLOW_FACTOR * fastest
-        return True
+            if samples[0] > SLOW_FACTOR * fastest:
+                return False
+        if len(samples) < MEASURE_SAMPLES:
+            return True
+        return len(samples) < NEAR_TIE_SAMPLES and near_tie(name)
 
     samples = _timing.interleaved(runs, wants_more)
-    return {name: min(samples[name]) if name not in failed else float("inf") for name in names}
+    return {name: float(np.median(samples[name])) if name not in failed else float("inf") for name in names}
 
 
 def _recording_failure(run, name: str, failed: set):

@@ -162,6 +162,7 @@ def fake_runners(monkeypatch, sleep_by_name):
 def test_candidates_are_timed_in_rotated_interleaved_rounds(monkeypatch):
     log = fake_runners(monkeypatch, {"a": 0.0, "b": 0.0, "c": 0.0})
     monkeypatch.setattr(_auto, "MEASURE_SAMPLES", 2 * _timing.SAMPLES_PER_VISIT)
+    monkeypatch.setattr(_auto, "NEAR_TIE_SAMPLES", _auto.MEASURE_SAMPLES)  # equal times: no extra rounds
     _auto._measure(["a", "b", "c"], "conv2d", BIG_CONV)
     visit = {name: name * (1 + _timing.SAMPLES_PER_VISIT) for name in "abc"}  # settle, then timed calls
     assert "".join(log) == "abc" + visit["a"] + visit["b"] + visit["c"] + visit["b"] + visit["c"] + visit["a"]
@@ -174,3 +175,28 @@ def test_a_clearly_slower_candidate_is_timed_only_once(monkeypatch):
     visits = -(-_auto.MEASURE_SAMPLES // _timing.SAMPLES_PER_VISIT)
     assert log.count("fast") == 1 + visits * (1 + _timing.SAMPLES_PER_VISIT)
     assert seconds["slow"] > _auto.SLOW_FACTOR * seconds["fast"]
+
+
+def test_near_ties_are_timed_longer_and_decided_by_median(monkeypatch):
+    """Scripted samples: a clear loser stops early, near-equals are timed on, the median decides."""
+    script = {  # per candidate: the samples it would produce, in order
+        "a": [1.00] * 12 + [9.0] * 6,  # a terrible spell late on: its median stays 1.0
+        "b": [0.98] * 18,              # near-tie with a: timed to NEAR_TIE_SAMPLES
+        "c": [5.0] * 18,               # > SLOW_FACTOR x the fastest first sample: one sample only
+    }
+
+    def scripted(calls, wants_more):
+        samples = {name: [] for name in calls}
+        while due := [name for name in calls if wants_more(name, samples[name], 0.0)]:
+            for name in due:
+                samples[name].append(script[name][len(samples[name])])
+        return samples
+
+    monkeypatch.setattr(_timing, "interleaved", scripted)
+    monkeypatch.setattr(_auto, "_runner", lambda module, op, signature: lambda: None)
+    monkeypatch.setattr(_registry, "get_module", lambda name: None)
+    seconds = _auto._measure(["a", "b", "c"], "conv2d", BIG_CONV)
+    assert seconds["c"] == 5.0  # dropped after its first sample
+    assert seconds["b"] == pytest.approx(0.98)
+    assert seconds["a"] == pytest.approx(np.median(script["a"][:_auto.NEAR_TIE_SAMPLES]))
+    assert _auto._fastest(["a", "b", "c"], seconds) == "a"  # b is within SWITCH_MARGIN
