@@ -51,6 +51,16 @@ def assert_all_close(actual, expected):
             assert_close(a, e)
 
 
+def assert_same_from_python_threads(work, inputs):
+    """``work`` on every input from 4 Python threads at once gives exactly its serial results."""
+    expected = [work(item) for item in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(work, inputs * 3))
+    for result, want in zip(got, expected * 3):
+        for a, e in zip(result, want):
+            np.testing.assert_array_equal(a, e)
+
+
 @pytest.mark.parametrize("case", CONV_SMALL, ids=lambda c: c.name)
 def test_conv_read_only_inputs_match_naive(case, dtype):
     x, w, b, dout = conv_inputs(case, dtype)
@@ -122,12 +132,7 @@ def test_concurrent_python_threads_match_serial_calls():
         x, w, b, dout, case = item
         return conv_all(case, x, w, b, dout, "cython") + pool_any("max_pool2d", x, "cython")
 
-    expected = [work(item) for item in inputs]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        got = list(pool.map(work, inputs * 3))
-    for result, want in zip(got, expected * 3):
-        for a, e in zip(result, want):
-            np.testing.assert_array_equal(a, e)
+    assert_same_from_python_threads(work, inputs)
 
 
 def _child_computes(queue):
@@ -342,9 +347,4 @@ def test_winograd_from_concurrent_python_threads(winograd_everywhere):
         x, w, b, dout, case = item
         return conv_all(case, x, w, b, dout, "cython")
 
-    expected = [work(item) for item in inputs]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        got = list(pool.map(work, inputs * 3))
-    for result, want in zip(got, expected * 3):
-        for a, e in zip(result, want):
-            np.testing.assert_array_equal(a, e)
+    assert_same_from_python_threads(work, inputs)
