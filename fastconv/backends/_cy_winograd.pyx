@@ -152,7 +152,7 @@ cdef inline void _merge_row(const floating* even, const floating* odd, Py_ssize_
 
 cdef void _transform_inputs(const Tiling* t, const floating* x, Py_ssize_t first, Py_ssize_t count,
                             floating* v) noexcept nogil:
-    # v[(xi * C + c) * block + j] = (B^T d B)[xi] of tile first + j, channel c (zero padding).
+    # v[xi * in_stride + c * block + j] = (B^T d B)[xi] of tile first + j, channel c (zero padding).
     cdef Py_ssize_t tile = first, stop, nt, j, c, n, oy, ox, y, i, q, xs = t.in_stride
     cdef floating e[4][SEGMENT + 1]  # the tile rows' even and odd columns, then B^T of them
     cdef floating o[4][SEGMENT + 1]
@@ -184,7 +184,7 @@ cdef void _transform_inputs(const Tiling* t, const floating* x, Py_ssize_t first
 
 cdef void _transform_outputs(const Tiling* t, const floating* m, const floating* bias, Py_ssize_t first,
                              Py_ssize_t count, floating* out) noexcept nogil:
-    # out tile = A^T m A (+ bias), cropped to the output; m laid out like v, with F rows.
+    # out tile = A^T m A (+ bias), cropped to the output; m laid out like v, with F rows and out_stride.
     cdef Py_ssize_t tile = first, stop, nt, full, rows, j, f, n, oy, ox, i, xs = t.out_stride
     cdef floating y[4][SEGMENT]  # the tiles' outputs (0, 0), (0, 1), (1, 0), (1, 1)
     cdef floating s00, s01, s02, s03, s10, s11, s12, s13, shift = 0
@@ -308,7 +308,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u, 
                    floating[:, :, :, ::1] out, floating[:, ::1] v, floating[:, ::1] m,
                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block, int num_threads):
     """out <- conv(x, w) + bias (bias empty = none) from u = transform_weights(w); v, m:
-    (threads, 16 * C * block) and (threads, 16 * F * block) scratch. Threads take blocks of
+    (threads, n) scratch, n from scratch_sizes(C, F, block). Threads take blocks of
     ``block`` consecutive tiles."""
     cdef Tiling t = _tiling(x.shape, u.shape[1], out.shape, ph, pw, block)
     cdef Py_ssize_t tiles = x.shape[0] * t.per_image, blk
@@ -362,7 +362,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
     """dx <- full gradient; the batch is cut into len(dw_parts) fixed chunks of consecutive
     images and dw_parts[c] <- chunk c's share of dw (F * C * 9; likewise db_parts, which may
     have zero columns = no bias), whichever thread ran it; the caller sums the parts in chunk
-    order. v, dv: (threads, 16 * C * block), p: (threads, 16 * F * block), du: (threads, 16 * F * C)."""
+    order. v, dv, p: (threads, n) scratch as scratch_sizes gives; du: (threads, 16 * F * C)."""
     cdef Tiling t = _tiling(x.shape, u.shape[1], dout.shape, ph, pw, block)
     cdef Py_ssize_t chunk, n_batch = x.shape[0], n_chunks = dw_parts.shape[0]
     cdef Py_ssize_t v_stride = v.shape[1], p_stride = p.shape[1], du_stride = du.shape[1]
