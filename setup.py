@@ -4,6 +4,10 @@ Compiler flags and Cython directives for every extension are decided here, once:
 
 - ``-O3``, plus OpenMP (``-fopenmp``) when a probe shows the compiler supports it; without
   it the kernels build serial and still work (``fastconv info`` reports which).
+- ``-fno-wrapv``: Python's own CFLAGS carry ``-fwrapv``, under which gcc may not assume that
+  int index arithmetic never overflows and leaves loops scalar (the kernels never overflow:
+  the front keeps every index within int32). Measured here: most conv and pooling rows 5-20 %
+  faster.
 - ``FASTCONV_NATIVE=1`` adds ``-march=native`` (faster here, but the build then only runs on
   CPUs like the build machine, so it is opt-in).
 - ``FASTCONV_DEBUG=1`` turns Cython's bounds and wraparound checks back on.
@@ -53,7 +57,7 @@ def extensions():
     from Cython.Build import cythonize
 
     debug = _env_flag("FASTCONV_DEBUG")
-    compile_args, link_args, macros = ["-O3"], [], [("FASTCONV_DEBUG_BUILD", "1" if debug else "0")]
+    compile_args, link_args, macros = ["-O3", "-fno-wrapv"], [], [("FASTCONV_DEBUG_BUILD", "1" if debug else "0")]
     if _compiler_supports_openmp():
         flag = "/openmp" if sys.platform == "win32" else "-fopenmp"
         compile_args.append(flag)
