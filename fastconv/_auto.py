@@ -137,8 +137,7 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
             continue
         runs[name] = _recording_failure(run, name, failed)
 
-    first_samples: dict[str, float] = {}
-    taken: dict[str, list[float]] = {}
+    taken: dict[str, list[float]] = {}  # each candidate's samples so far (the live lists)
 
     def near_tie(name: str) -> bool:
         medians = {other: float(np.median(s)) for other, s in taken.items()
@@ -148,12 +147,10 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
 
     def wants_more(name: str, samples: list[float], spent: float) -> bool:
         taken[name] = samples
-        if samples and name not in first_samples:
-            first_samples[name] = samples[0]
         if name in failed:
             return False
         if samples:  # lost already: a slow backend on a big call would cost seconds more
-            fastest = min(t for other, t in first_samples.items() if other not in failed)
+            fastest = min(s[0] for other, s in taken.items() if s and other not in failed)
             if samples[0] > SLOW_FACTOR * fastest:
                 return False
         if len(samples) < MEASURE_SAMPLES:
