@@ -1,8 +1,13 @@
-"""The thread knob: argument validation, and results that do not depend on the thread count."""
+"""The thread knob: argument validation, and results that depend neither on the thread count nor on
+the calling Python thread."""
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _blas
+from fastconv._threads import blas_threads, inner_blas_single_threaded
 from fastconv.testing import (CONV_GRID, POOL_GRID, assert_close, config_conv_inputs, config_pool_inputs,
                               conv2d_results, pool2d_results)
 
@@ -41,3 +46,67 @@ def test_results_do_not_depend_on_thread_count(backend, dtype, restore_num_threa
     one, two = results_with_threads(1, backend, dtype), results_with_threads(2, backend, dtype)
     for index, (got, want) in enumerate(zip(two, one)):
         assert_close(got, want, err_msg=f"result {index}")
+
+
+# --- Results and BLAS settings that must not depend on the calling Python thread.
+
+def _calling_thread_workloads(dtype):
+    """Conv on the GEMM path (GEMMs big enough for a multi-threaded BLAS to split them), with
+    dilation and groups, and on cython's Winograd path (>= 16 channels, 3x3, stride 1); max and
+    avg pooling: forward and backward of each, on batches large enough to split across threads."""
+    basic = next(cfg for cfg in CONV_GRID if cfg.name == "basic")
+    convs = (basic._replace(x_shape=(4, 8, 20, 20), w_shape=(16, 8, 3, 3)),
+             next(cfg for cfg in CONV_GRID if cfg.name == "everything")._replace(x_shape=(8, 4, 16, 15)),
+             basic._replace(x_shape=(4, 32, 16, 16), w_shape=(32, 32, 3, 3)))
+    pool = next(cfg for cfg in POOL_GRID if cfg.name == "k3-s2-p1-odd")._replace(x_shape=(8, 3, 15, 13))
+    conv_inputs = [(cfg, config_conv_inputs(cfg, dtype, seed=i)) for i, cfg in enumerate(convs)]
+    pool_inputs = config_pool_inputs(pool, dtype)
+
+    def run(backend):
+        results = []
+        for cfg, arrays in conv_inputs:
+            results += conv2d_results(*arrays, backend, **cfg.kwargs())
+        for op in ("max_pool2d", "avg_pool2d"):
+            results += pool2d_results(op, *pool_inputs, backend, **pool.kwargs())
+        return results
+    return run
+
+
+def _in_new_thread(function, *args):
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(function, *args).result()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_results_do_not_depend_on_the_calling_thread(fast_backend, dtype, threads, restore_num_threads):
+    # Several worker threads are asked for even on a one-core machine: the BLAS under the
+    # kernels then has several threads too, so a pin that fails in some Python threads shows.
+    fastconv.set_num_threads(threads)
+    run = _calling_thread_workloads(dtype)
+    from_main = run(fast_backend)
+    from_worker = _in_new_thread(run, fast_backend)
+    for index, (got, want) in enumerate(zip(from_worker, from_main, strict=True)):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=f"result {index}")
+
+
+def test_blas_is_pinned_to_one_thread_from_any_python_thread(restore_num_threads):
+    fastconv.set_num_threads(2)
+    scipy_libs = _blas.scipy_libraries()
+    assert scipy_libs, "scipy's BLAS was not found"
+
+    def pinned_counts():
+        with inner_blas_single_threaded():
+            return [lib.get_threads() for lib in scipy_libs]
+
+    assert pinned_counts() == [1] * len(scipy_libs)
+    assert _in_new_thread(pinned_counts) == [1] * len(scipy_libs)
+    assert [lib.get_threads() for lib in scipy_libs] == [2] * len(scipy_libs)  # restored
+
+
+def test_set_num_threads_reaches_every_blas_from_any_python_thread(restore_num_threads):
+    for n in (1, 2):
+        _in_new_thread(fastconv.set_num_threads, n)
+        assert set(blas_threads().values()) == {n}
