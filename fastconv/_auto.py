@@ -1,14 +1,14 @@
-"""How the `auto` backend picks a concrete backend for one call signature.
+"""How the `auto` backend picks a concrete backend for one call signature, and remembers it.
 
 How it decides
 --------------
-The candidates are the available backends except the ``naive`` reference, in registry order
+The candidates are the installed backends except the ``naive`` reference, in registry order
 (``cython``, ``numba``, ``im2col``); ``naive`` is used only when nothing else loads.
 
 - A call big enough for the choice to matter (conv: at least ``MEASURE_MIN_FLOPS`` forward
   flops; pooling: at least ``MEASURE_MIN_POOL_OPS`` window reads) is **measured once**, like
   ``torch.backends.cudnn.benchmark``: each candidate runs forward + backward on random inputs
-  of that signature, first once untimed (JIT compilation, workspace growth), then
+  of that signature, first once untimed (workspace growth, first touch of fresh pages), then
   ``MEASURE_SAMPLES`` times in interleaved, settled visits, exactly as ``fastconv bench``
   times backends side by side (see ``fastconv._timing`` for why; settling makes measuring
   cost about 0.1 s per candidate and visit). A candidate whose first timed call was
@@ -16,34 +16,53 @@ The candidates are the available backends except the ``naive`` reference, in reg
   medians end within ``NEAR_TIE`` of the fastest are timed on, up to ``NEAR_TIE_SAMPLES``
   each: between near-equals one slow visit on a busy machine would otherwise decide. The
   fastest candidate by its median sample wins (the statistic ``fastconv bench`` reports,
-  and what a training loop sees) and is cached for the signature; a candidate later in
-  registry order must be ``SWITCH_MARGIN`` faster to displace an earlier one, so noise does
-  not flip exact ties. Forward and backward are timed together because a backward always runs on the
-  backend its forward picked. Picking them separately (as cuDNN does) was tried and lost:
-  one backend's worker threads keep spinning after its forward and take a core from
-  another backend's backward (measured: numba forward + cython backward on vgg-c64
-  float32 took 74 ms where either backend alone took 43-59 ms).
-- Smaller calls take the first candidate, which the benchmarks show is fastest or within
-  noise there; timing them would cost more than any choice could save.
+  and what a training loop sees); a candidate later in registry order must be
+  ``SWITCH_MARGIN`` faster to displace an earlier one, so noise does not flip exact ties.
+  Forward and backward are timed together because a backward always runs on the backend
+  its forward picked. Picking them separately (as cuDNN does) was tried and lost: one
+  backend's worker threads keep spinning after its forward and take a core from another
+  backend's backward (measured: numba forward + cython backward on vgg-c64 float32 took
+  74 ms where either backend alone took 43-59 ms).
+- Smaller calls take the first ready candidate, which the benchmarks show is fastest or
+  within noise there; timing them would cost more than any choice could save.
 
-The signature is (op, input shapes, every kernel argument, dtype), so two calls that differ
-in anything that can change the winner are decided separately. Decisions last for the
-process; :func:`decisions` shows them, :func:`clear` forgets them.
-Set ``FASTCONV_AUTOTUNE=0`` to skip measuring and always take the first candidate.
+Never waiting for a compiler
+----------------------------
+A backend that compiles on first use (``numba``, ``_registry.JIT_BACKENDS``) is a candidate
+only once its kernels for that signature are compiled in this process (by an explicit call,
+by ``fastconv tune`` or by the benchmarks): ``auto`` neither imports it nor compiles it just to
+time it (measured on a fresh install: 30 s for the first conv otherwise). If the backend
+auto would try first is cold (``numba`` where the cython extension is not built), it is
+compiled on a background thread while the ready candidates serve; such decisions are
+provisional, kept in memory only, and made again once it is warm.
+
+Remembering
+-----------
+Decisions are keyed by the signature (op, input shapes, every kernel argument, dtype) and
+the thread count, and are stored on disk (``fastconv._tuning_store``: a JSON file under the
+user cache directory, ``FASTCONV_AUTOTUNE_CACHE`` to move it, empty to keep decisions in
+memory) with what else makes them valid: the fastconv version, the CPU model and the
+installed backends. A later process reads them instead of measuring again, so it starts
+fast and picks what the first process picked. ``fastconv tune`` measures a set of
+workloads ahead of time (compiling every backend first); ``fastconv info`` shows the file.
+:func:`decisions` shows this process's decisions, :func:`clear` forgets them.
+``FASTCONV_AUTOTUNE=0`` turns measuring (and the file) off: always the first ready candidate.
 
 Pinning a backend
 -----------------
-``fastconv.set_backend("cython")`` (process-wide), ``with fastconv.use_backend("numba"): ...``
-(a block), or ``backend="im2col"`` on a single call; ``auto`` is the default.
+``fastconv.set_backend("cython")`` (process default), ``with fastconv.use_backend("numba"): ...``
+(this thread / context), or ``backend="im2col"`` on a single call; ``auto`` is the default.
 """
 from __future__ import annotations
 
 import os
+import queue
 import threading
 
 import numpy as np
 
-from . import _registry, _timing
+from . import _registry, _timing, _tuning_store
+from ._threads import get_num_threads
 
 MEASURE_MIN_FLOPS = 1e7
 MEASURE_MIN_POOL_OPS = 1e6
@@ -56,8 +75,10 @@ SWITCH_MARGIN = 0.03
 SLOW_FACTOR = 3.0  # a candidate this many times slower than the best after one round is dropped
 REFERENCE = "naive"
 
-_lock = threading.Lock()
-_decisions: dict[tuple, str] = {}
+_lock = threading.RLock()
+_decisions: dict[tuple, str] = {}  # final: (op, signature, threads) -> backend
+_provisional: dict[tuple, str] = {}  # made while the preferred candidate was still compiling
+_stored: dict[str, dict] | None = None  # the decisions file's entries, read once
 
 
 def autotune_enabled() -> bool:
@@ -66,20 +87,85 @@ def autotune_enabled() -> bool:
 
 def candidates() -> list[str]:
     """Backends `auto` may pick, best guess first."""
-    names = [n for n in _registry.available_backends() if n != REFERENCE]
+    names = [n for n in _registry.installed_backends() if n != REFERENCE]
     return names or [REFERENCE]
 
 
+def is_ready(name: str, op: str, signature: tuple) -> bool:
+    """Whether ``name`` can run ``signature`` now without compiling anything first."""
+    if name in _registry.JIT_BACKENDS and not _registry.is_loaded(name):
+        return False
+    try:
+        module = _registry.get_module(name)
+    except Exception:
+        return False
+    is_warm = getattr(module, "is_warm", None)
+    return True if is_warm is None else bool(is_warm(op, signature))
+
+
 def decisions() -> dict[tuple, str]:
-    """The cached winner for every (op, signature) decided so far."""
+    """The winner for every (op, signature, threads) decided in this process (provisional ones too)."""
     with _lock:
-        return dict(_decisions)
+        return {**_provisional, **_decisions}
 
 
 def clear() -> None:
-    """Forget every decision (e.g. after set_num_threads changed what is fastest)."""
+    """Forget this process's decisions (the decisions file stays: ``fastconv tune --clear`` empties it)."""
+    global _stored
     with _lock:
         _decisions.clear()
+        _provisional.clear()
+        _stored = None
+
+
+def environment() -> dict:
+    """What a stored decision is valid for, besides its signature."""
+    from . import __version__
+    from .info import cpu_name
+    return {"fastconv": __version__, "cpu": cpu_name(), "threads": get_num_threads(),
+            "backends": list(_registry.installed_backends())}
+
+
+def describe(op: str, signature: tuple) -> str:
+    """A readable, stable text for a signature: the decisions file's key."""
+    if op == "conv2d":
+        x_shape, w_shape, has_bias, p, char = signature
+        geometry = (f"stride={p.stride_h},{p.stride_w} pad={p.pad_h},{p.pad_w} dil={p.dil_h},{p.dil_w} "
+                    f"groups={p.groups}")
+        shapes = f"x={_dims(x_shape)} w={_dims(w_shape)} bias={int(bool(has_bias))} {geometry}"
+    else:
+        x_shape, p, char = signature
+        shapes = (f"x={_dims(x_shape)} kernel={p.kernel_h},{p.kernel_w} stride={p.stride_h},{p.stride_w} "
+                  f"pad={p.pad_h},{p.pad_w}")
+    return f"{op} {shapes} {np.dtype(char).name}"
+
+
+def _dims(shape) -> str:
+    return "(" + ",".join(str(int(d)) for d in shape) + ")"
+
+
+def _store_key(op: str, signature: tuple, env: dict) -> str:
+    return (f"{describe(op, signature)} | threads={env['threads']} | backends={','.join(env['backends'])} | "
+            f"fastconv={env['fastconv']} | cpu={env['cpu']}")
+
+
+def _stored_choice(op: str, signature: tuple, names: list[str]) -> str | None:
+    global _stored
+    if _stored is None:
+        _stored = _tuning_store.load()
+    if not _stored:
+        return None
+    entry = _stored.get(_store_key(op, signature, environment()))
+    return entry["backend"] if entry is not None and entry["backend"] in names else None
+
+
+def _remember(op: str, signature: tuple, winner: str, seconds: dict[str, float]) -> None:
+    env = environment()
+    entry = {"backend": winner, "seconds": {n: t for n, t in seconds.items() if np.isfinite(t)}, **env}
+    key = _store_key(op, signature, env)
+    if _stored is not None:
+        _stored[key] = entry
+    _tuning_store.save({key: entry})
 
 
 def choose(op: str, signature: tuple) -> str:
@@ -88,17 +174,129 @@ def choose(op: str, signature: tuple) -> str:
     ``signature`` is what the front passes: ``(x_shape, w_shape, has_bias, ConvParams, dtype
     char)`` for conv2d, ``(x_shape, PoolParams, dtype char)`` for pooling.
     """
-    names = candidates()
-    key = (op, signature)
+    key = (op, signature, get_num_threads())
     with _lock:
         known = _decisions.get(key)
-        if known in names:
+        if known is not None and _loads(known):
             return known
-        winner = names[0]
-        if len(names) > 1 and autotune_enabled() and _work(op, signature) >= _threshold(op):
-            winner = _fastest(names, _measure(names, op, signature))
+        names = candidates()
+        if not autotune_enabled():  # deterministic: the first candidate, compiled if need be
+            winner = next((name for name in names if _loads(name)), REFERENCE)
+            _decisions[key] = winner
+            return winner
+        preferred = names[0]
+        if key in _provisional and not is_ready(preferred, op, signature):
+            return _provisional[key]
+        stored = _stored_choice(op, signature, names)
+        if stored is not None and _loads(stored):
+            _decisions[key] = stored
+            return stored
+        ready = [name for name in names if is_ready(name, op, signature)] or [REFERENCE]
+        provisional = preferred not in ready
+        if provisional:
+            _warm_in_background(preferred, op, signature)
+        winner, seconds = ready[0], {}
+        if len(ready) > 1 and _work(op, signature) >= _threshold(op):
+            seconds = _measure(ready, op, signature)
+            winner = _fastest(ready, seconds)
+        if provisional:
+            _provisional[key] = winner
+            return winner
+        _provisional.pop(key, None)
         _decisions[key] = winner
+        if seconds:
+            _remember(op, signature, winner, seconds)
         return winner
+
+
+def tune(op: str, signature: tuple) -> tuple[str, dict[str, float]]:
+    """Measure every candidate on ``signature`` now (compiling those that need it first), keep and
+    store the winner: what ``fastconv tune`` runs. Returns the winner and each candidate's seconds."""
+    names = [name for name in candidates() if _loads(name)]
+    for name in names:  # compile first, in the foreground: this is the time to pay for it
+        try:
+            _runner(_registry.get_module(name), op, signature)()
+        except Exception:
+            pass
+    seconds = _measure(names, op, signature) if len(names) > 1 else {names[0]: float("nan")}
+    winner = _fastest(names, seconds) if len(names) > 1 else names[0]
+    with _lock:
+        key = (op, signature, get_num_threads())
+        _provisional.pop(key, None)
+        _decisions[key] = winner
+        _remember(op, signature, winner, seconds)
+    return winner, seconds
+
+
+def _loads(name: str) -> bool:
+    try:
+        _registry.get_module(name)
+        return True
+    except Exception:
+        return False
+
+
+class _Warmer:
+    """One background thread that compiles a cold backend's kernels, a signature at a time."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: set[tuple] = set()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def submit(self, name: str, op: str, signature: tuple) -> None:
+        job = (name, op, signature)
+        with self._guard:
+            if job in self._pending:
+                return
+            self._pending.add(job)
+            self._queue.put(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="fastconv-warm-up", daemon=True)
+                self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                name, op, signature = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                with self._guard:  # a job submitted meanwhile must not be stranded
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                _runner(_registry.get_module(name), op, signature)()
+            except Exception:  # a backend that cannot run it simply stays out of the choice
+                pass
+            finally:
+                with self._guard:
+                    self._pending.discard((name, op, signature))
+
+    def idle(self) -> bool:
+        return not self._pending
+
+
+_warmer = _Warmer()
+
+
+def _after_fork_in_child() -> None:
+    global _warmer
+    _warmer = _Warmer()  # the parent's warm-up thread does not exist in the child
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _warm_in_background(name: str, op: str, signature: tuple) -> None:
+    _warmer.submit(name, op, signature)
+
+
+def warming() -> bool:
+    """Whether a background compilation is still running (see ``_Warmer``)."""
+    return not _warmer.idle()
 
 
 def _fastest(names: list[str], seconds: dict[str, float]) -> str:

@@ -1,7 +1,9 @@
-"""Backend registry: which backends exist, which load here, and the process-wide default."""
+"""Backend registry: which backends exist, which load here, the process default and the per-context choice."""
 from __future__ import annotations
 
+import contextvars
 import importlib
+import importlib.util
 import threading
 from contextlib import contextmanager
 from types import ModuleType
@@ -14,6 +16,9 @@ BACKEND_MODULES = {
     "naive": "fastconv.backends.naive",
 }
 AUTO = "auto"
+# Backends that compile their kernels on first use: `auto` does not import or compile them just
+# to time a call (see fastconv._auto), and knows they are there from what they need installed.
+JIT_BACKENDS = {"numba": "numba"}  # name -> the module it needs, found without importing it
 
 KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward")
@@ -27,6 +32,8 @@ _lock = threading.Lock()
 _loaded: dict[str, ModuleType] = {}
 _failed: dict[str, str] = {}
 _default = AUTO
+# use_backend's choice: local to the thread and the context (as scipy.fft.set_backend); unset = _default.
+_context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar("fastconv_backend", default=None)
 
 
 def _load(name: str) -> ModuleType | None:
@@ -48,6 +55,23 @@ def _load(name: str) -> ModuleType | None:
 def available_backends() -> tuple[str, ...]:
     """Names of the backends usable on this machine, best first."""
     return tuple(name for name in BACKEND_MODULES if _load(name) is not None)
+
+
+def installed_backends() -> tuple[str, ...]:
+    """Backends that can load here, best first, without importing a JIT backend that is not loaded yet."""
+    names = []
+    for name in BACKEND_MODULES:
+        needs = JIT_BACKENDS.get(name)
+        if needs is not None and name not in _loaded and name not in _failed:
+            if importlib.util.find_spec(needs) is not None:
+                names.append(name)
+        elif _load(name) is not None:
+            names.append(name)
+    return tuple(names)
+
+
+def is_loaded(name: str) -> bool:
+    return name in _loaded
 
 
 def unavailable_reasons() -> dict[str, str]:
@@ -75,7 +99,10 @@ def get_module(name: str) -> ModuleType:
 
 
 def set_backend(name: str) -> None:
-    """Set the process-wide default backend (``"auto"`` picks the fastest per call)."""
+    """Set the process-wide default backend (``"auto"`` picks the fastest per call).
+
+    A ``use_backend`` block in effect in the calling context still takes precedence there.
+    """
     global _default
     check_backend_name(name)
     if name != AUTO:
@@ -84,16 +111,22 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
-    """The process-wide default backend name."""
-    return _default
+    """The backend in effect here: the innermost ``use_backend`` of this context, else the process default."""
+    chosen = _context_choice.get()
+    return _default if chosen is None else chosen
 
 
 @contextmanager
 def use_backend(name: str):
-    """Temporarily set the default backend: ``with fastconv.use_backend("naive"): ...``."""
-    previous = get_backend()
-    set_backend(name)
+    """Use ``name`` inside the block, in this thread / context only: ``with fastconv.use_backend("naive"): ...``.
+
+    Other threads keep their own choice (or the process default); blocks nest.
+    """
+    check_backend_name(name)
+    if name != AUTO:
+        get_module(name)
+    token = _context_choice.set(name)
     try:
         yield
     finally:
-        set_backend(previous)
+        _context_choice.reset(token)

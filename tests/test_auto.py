@@ -1,11 +1,17 @@
-"""The `auto` backend: valid choices, one measurement per signature, fallbacks, correct results."""
+"""The `auto` backend: valid choices, one measurement per signature, fallbacks, correct results,
+decisions kept on disk, and no call waiting for a JIT compiler."""
+import json
+import subprocess
+import sys
+import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _auto, _registry, _timing
+from fastconv import _auto, _registry, _timing, _tuning_store
 from fastconv._params import ConvParams, PoolParams
 from fastconv.testing import CONV_SMALL, assert_close, conv_inputs
 
@@ -15,8 +21,9 @@ BIG_POOL = ((8, 16, 64, 64), PoolParams(2, 2, 2, 2, 0, 0, 32, 32), "f")
 
 
 @pytest.fixture(autouse=True)
-def fresh_decisions(monkeypatch):
+def fresh_decisions(monkeypatch, tmp_path):
     monkeypatch.setattr(_timing, "SETTLE_SECONDS", 0.0)  # one settling call per visit: fast tests
+    monkeypatch.setenv(_tuning_store.ENV_PATH, str(tmp_path / "autotune.json"))
     _auto.clear()
     yield
     _auto.clear()
@@ -36,8 +43,16 @@ def fake_timings(monkeypatch):
     return table, calls
 
 
-def only_backends(monkeypatch, names):
-    monkeypatch.setattr(_registry, "available_backends", lambda: tuple(names))
+def only_backends(monkeypatch, names, ready=None):
+    """Pretend these backends are installed; those in ``ready`` (default: all) are warm."""
+    monkeypatch.setattr(_registry, "installed_backends", lambda: tuple(names))
+    monkeypatch.setattr(_auto, "_loads", lambda name: name in names)
+    ready = set(names if ready is None else ready)
+    monkeypatch.setattr(_auto, "is_ready", lambda name, op, signature: name in ready)
+
+
+def decision(op, signature):
+    return _auto.decisions()[(op, signature, fastconv.get_num_threads())]
 
 
 def test_choice_is_an_available_backend_and_not_the_reference():
@@ -56,7 +71,7 @@ def test_big_signature_is_measured_once_and_the_fastest_is_cached(monkeypatch, f
     assert calls[0][0] == ("cython", "numba", "im2col")  # never naive
     assert _auto.choose("conv2d", BIG_CONV) == "numba"
     assert len(calls) == 1
-    assert _auto.decisions()[("conv2d", BIG_CONV)] == "numba"
+    assert decision("conv2d", BIG_CONV) == "numba"
     other = BIG_CONV[:4] + ("d",)  # another dtype is another signature
     _auto.choose("conv2d", other)
     assert len(calls) == 2
@@ -68,6 +83,7 @@ def test_a_near_tie_keeps_the_earlier_candidate(monkeypatch, fake_timings):
     table.update(cython=1.0, numba=1.0 - _auto.SWITCH_MARGIN / 2)
     assert _auto.choose("conv2d", BIG_CONV) == "cython"
     _auto.clear()
+    _tuning_store.clear()
     table.update(numba=1.0 - 2 * _auto.SWITCH_MARGIN)
     assert _auto.choose("conv2d", BIG_CONV) == "numba"
 
@@ -111,6 +127,7 @@ def test_a_failing_candidate_is_never_picked(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(_registry, "get_module", broken)
+    monkeypatch.setattr(_auto, "is_ready", lambda name, op, signature: True)
     monkeypatch.setattr(_auto, "MEASURE_SAMPLES", 1)
     monkeypatch.setattr(_auto, "MEASURE_MIN_FLOPS", 0.0)
     seconds = _auto._measure(["cython", "numba"], "conv2d", SMALL_CONV)
@@ -200,3 +217,183 @@ def test_near_ties_are_timed_longer_and_decided_by_median(monkeypatch):
     assert seconds["b"] == pytest.approx(0.98)
     assert seconds["a"] == pytest.approx(np.median(script["a"][:_auto.NEAR_TIE_SAMPLES]))
     assert _auto._fastest(["a", "b", "c"], seconds) == "a"  # b is within SWITCH_MARGIN
+
+
+# --- Decisions kept on disk -----------------------------------------------------------------
+
+def test_a_decision_is_stored_and_a_new_process_reuses_it_without_measuring(monkeypatch, fake_timings):
+    only_backends(monkeypatch, ["cython", "numba", "im2col", "naive"])
+    table, calls = fake_timings
+    table.update(cython=2.0, numba=3.0, im2col=1.0)
+    assert _auto.choose("conv2d", BIG_CONV) == "im2col"
+    entries = _tuning_store.load()
+    (key, entry), = entries.items()
+    assert entry["backend"] == "im2col" and entry["threads"] == fastconv.get_num_threads()
+    assert _auto.describe("conv2d", BIG_CONV) in key
+    assert entry["backends"] == ["cython", "numba", "im2col", "naive"] and entry["fastconv"] == fastconv.__version__
+    _auto.clear()  # as a new process: nothing in memory
+    table.update(cython=0.1)  # would win now, were it measured
+    assert _auto.choose("conv2d", BIG_CONV) == "im2col"
+    assert len(calls) == 1
+
+
+def test_the_thread_count_and_the_backend_set_are_part_of_the_key(monkeypatch, fake_timings, restore_num_threads):
+    only_backends(monkeypatch, ["cython", "im2col", "naive"])
+    _, calls = fake_timings
+    fastconv.set_num_threads(1)
+    _auto.choose("conv2d", BIG_CONV)
+    fastconv.set_num_threads(2)
+    _auto.choose("conv2d", BIG_CONV)
+    assert len(calls) == 2
+    _auto.clear()
+    only_backends(monkeypatch, ["numba", "im2col", "naive"])  # another installation
+    _auto.choose("conv2d", BIG_CONV)
+    assert len(calls) == 3
+    assert len(_tuning_store.load()) == 3
+
+
+@pytest.mark.parametrize("content, replaced", [
+    (b"{not json", True),
+    (b"\xff\xfe\x00garbage", True),
+    (json.dumps({"something": "else"}).encode(), False),
+    (json.dumps({"schema": "fastconv-autotune/0", "entries": {}}).encode(), False),
+], ids=["invalid-json", "binary", "foreign-json", "other-schema"])
+def test_a_broken_or_foreign_file_is_ignored_with_a_warning(monkeypatch, fake_timings, content, replaced):
+    only_backends(monkeypatch, ["cython", "im2col", "naive"])
+    file = _tuning_store.path()
+    with open(file, "wb") as fh:
+        fh.write(content)
+    with pytest.warns(RuntimeWarning, match="ignoring the autotune cache"):
+        assert _auto.choose("conv2d", BIG_CONV) == "cython"
+    with open(file, "rb") as fh:
+        after = fh.read()
+    if replaced:  # ours and useless: the next write replaces it with a good file
+        assert json.loads(after)["schema"] == _tuning_store.SCHEMA
+    else:  # not ours: never written over
+        assert after == content
+
+
+def test_an_unreadable_or_unwritable_location_never_breaks_a_call(monkeypatch, fake_timings, tmp_path):
+    only_backends(monkeypatch, ["cython", "im2col", "naive"])
+    blocked = tmp_path / "a-directory-where-the-file-should-be"
+    blocked.mkdir()
+    monkeypatch.setenv(_tuning_store.ENV_PATH, str(blocked))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert _auto.choose("conv2d", BIG_CONV) == "cython"
+
+
+def test_an_empty_location_keeps_decisions_in_memory(monkeypatch, fake_timings, tmp_path):
+    only_backends(monkeypatch, ["cython", "im2col", "naive"])
+    monkeypatch.setenv(_tuning_store.ENV_PATH, "")
+    monkeypatch.chdir(tmp_path)
+    assert _tuning_store.path() is None
+    _auto.choose("conv2d", BIG_CONV)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_autotune_off_neither_reads_nor_writes_the_file(monkeypatch, fake_timings):
+    only_backends(monkeypatch, ["cython", "im2col", "naive"])
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
+    _tuning_store.save({"x": {"backend": "im2col"}})
+    before = open(_tuning_store.path()).read()
+    assert _auto.choose("conv2d", BIG_CONV) == "cython"
+    assert open(_tuning_store.path()).read() == before
+
+
+_WRITER = """
+import sys
+from fastconv import _tuning_store
+for i in range(25):
+    _tuning_store.save({f"{sys.argv[1]}-{i}": {"backend": "im2col"}})
+"""
+
+
+def test_processes_writing_at_once_keep_every_entry_and_a_valid_file(tmp_path):
+    env = {**__import__("os").environ, _tuning_store.ENV_PATH: str(tmp_path / "shared.json")}
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, f"p{n}"], env=env) for n in range(4)]
+    assert [w.wait(timeout=120) for w in writers] == [0] * 4
+    doc = json.loads((tmp_path / "shared.json").read_text())
+    assert doc["schema"] == _tuning_store.SCHEMA
+    assert sorted(doc["entries"]) == sorted(f"p{n}-{i}" for n in range(4) for i in range(25))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- Never waiting for a compiler -------------------------------------------------------------
+
+def test_a_cold_jit_candidate_is_not_timed(monkeypatch, fake_timings):
+    only_backends(monkeypatch, ["cython", "numba", "im2col", "naive"], ready=["cython", "im2col"])
+    _, calls = fake_timings
+    warmed = []
+    monkeypatch.setattr(_auto, "_warm_in_background", lambda *job: warmed.append(job))
+    _auto.choose("conv2d", BIG_CONV)
+    assert calls[0][0] == ("cython", "im2col")
+    assert warmed == []  # not the preferred candidate: it waits until something else warms it
+    assert len(_tuning_store.load()) == 1
+
+
+def test_a_cold_preferred_candidate_warms_in_the_background_and_is_decided_again(monkeypatch, fake_timings):
+    ready = {"im2col"}
+    only_backends(monkeypatch, ["numba", "im2col", "naive"])
+    monkeypatch.setattr(_auto, "is_ready", lambda name, op, signature: name in ready)
+    table, calls = fake_timings
+    table.update(numba=0.5, im2col=1.0)
+    warmed = []
+    monkeypatch.setattr(_auto, "_warm_in_background", lambda *job: warmed.append(job))
+    assert _auto.choose("conv2d", BIG_CONV) == "im2col"
+    assert _auto.choose("conv2d", BIG_CONV) == "im2col"  # provisional, not measured again
+    assert warmed[0] == ("numba", "conv2d", BIG_CONV)
+    assert _tuning_store.load() == {}  # provisional decisions stay in memory
+    ready.add("numba")  # the background compilation finished
+    assert _auto.choose("conv2d", BIG_CONV) == "numba"
+    assert calls[-1][0] == ("numba", "im2col")
+    assert len(_tuning_store.load()) == 1
+
+
+def test_the_background_warmer_compiles_each_job_once_and_then_stops(monkeypatch):
+    ran, release = [], threading.Event()
+
+    def runner(module, op, signature):
+        def run():
+            release.wait(10)
+            ran.append(module)
+        return run
+
+    monkeypatch.setattr(_registry, "get_module", lambda name: name)
+    monkeypatch.setattr(_auto, "_runner", runner)
+    _auto._warm_in_background("numba", "conv2d", BIG_CONV)
+    _auto._warm_in_background("numba", "conv2d", BIG_CONV)  # still compiling: not queued twice
+    assert _auto.warming()
+    release.set()
+    deadline = time.monotonic() + 10
+    while _auto.warming() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ran == ["numba"] and not _auto.warming()
+
+
+_FIRST_CALL = """
+import sys, time
+import numpy as np
+from nn.layers import conv_forward_fast, conv_backward_fast, max_pool_forward_fast, max_pool_backward_fast
+x = np.random.randn(16, 3, 32, 32).astype(np.float32)
+w = np.random.randn(25, 3, 3, 3).astype(np.float32)
+out, cache = conv_forward_fast(x, w, np.zeros(25, np.float32), {"stride": 1, "pad": 1})
+conv_backward_fast(np.ones_like(out), cache)
+p, pcache = max_pool_forward_fast(out, {"pool_height": 2, "pool_width": 2, "stride": 2})
+max_pool_backward_fast(np.ones_like(p), pcache)
+print(cache.backend, pcache.backend, "numba" in sys.modules)
+"""
+
+
+@pytest.mark.skipif("cython" not in fastconv.available_backends(), reason="needs the compiled cython backend")
+def test_first_calls_in_a_fresh_process_do_not_import_or_compile_numba(tmp_path):
+    env = {**__import__("os").environ, _tuning_store.ENV_PATH: str(tmp_path / "decisions.json"),
+           "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    runs = [subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    first, second = (run.stdout.split() for run in runs)
+    assert first[2] == "False"  # numba neither imported nor compiled to time it
+    assert first == second  # the second process reads the first one's decisions
+    assert not (tmp_path / "numba-cache").exists() or not any((tmp_path / "numba-cache").rglob("*.nbi"))

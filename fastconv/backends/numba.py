@@ -94,6 +94,27 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     return dx, dw, db_parts.sum(axis=0) if has_bias else None
 
 
+def _kernels(op: str, signature: tuple) -> tuple:
+    """The jitted entry points a call of ``op`` on ``signature`` (fastconv._auto's form) runs."""
+    if op == "conv2d":
+        w_shape, p = signature[1], signature[3]
+        if uses_direct_loops(w_shape, p.groups):
+            return (_numba_conv.conv_forward_direct, _numba_conv.conv_backward_input_direct,
+                    _numba_conv.conv_backward_params_direct)
+        return _numba_conv.conv_forward_gemm, _numba_conv.conv_backward_gemm
+    if op == "max_pool2d":
+        return _numba_pool.max_pool_forward, _numba_pool.max_pool_backward
+    return _numba_pool.avg_pool_forward, _numba_pool.avg_pool_backward
+
+
+def is_warm(op: str, signature: tuple) -> bool:
+    """Whether this process has compiled (or loaded from the disk cache) the kernels of ``op`` for
+    the signature's dtype: `auto` times this backend only then, so no call waits for the JIT."""
+    dtype = np.dtype(signature[-1]).name
+    return all(any(str(getattr(types[0], "dtype", "")) == dtype for types in kernel.signatures)
+               for kernel in _kernels(op, signature))
+
+
 def _argmax_dtype(height, width):
     return np.int32 if height * width < 2**31 else np.int64
 
