@@ -30,6 +30,16 @@ class PoolCache(NamedTuple):
     ctx: object
 
 
+def conv2d_signature(x, w, b, p: ConvParams) -> tuple:
+    """What `auto` decides a conv2d call by (validated arrays and parameters)."""
+    return (x.shape, w.shape, b is not None, p, x.dtype.char)
+
+
+def pool2d_signature(x, p: PoolParams) -> tuple:
+    """What `auto` decides a pooling call by."""
+    return (x.shape, p, x.dtype.char)
+
+
 def _resolve(backend, op: str, signature: tuple) -> str:
     name = _registry.get_backend() if backend is None else _registry.check_backend_name(backend)
     return _auto.choose(op, signature) if name == _registry.AUTO else name
@@ -54,7 +64,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, back
     cache : opaque object for :func:`conv2d_backward`
     """
     x, w, b, p = _validate.conv2d_args(x, w, b, stride, padding, dilation, groups)
-    name = _resolve(backend, "conv2d", (x.shape, w.shape, b is not None, p, x.dtype.char))
+    name = _resolve(backend, "conv2d", conv2d_signature(x, w, b, p))
     n, f = x.shape[0], w.shape[0]
     if n == 0:
         out, ctx = np.zeros((0, f, p.out_h, p.out_w), x.dtype), None
@@ -77,7 +87,7 @@ def conv2d_backward(dout, cache):
 
 def _pool_forward(op: str, x, kernel_size, stride, padding, backend):
     x, p = _validate.pool2d_args(x, kernel_size, stride, padding)
-    name = _resolve(backend, op, (x.shape, p, x.dtype.char))
+    name = _resolve(backend, op, pool2d_signature(x, p))
     if x.shape[0] == 0:
         out, ctx = np.zeros((0, x.shape[1], p.out_h, p.out_w), x.dtype), None
     else:

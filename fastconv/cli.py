@@ -10,6 +10,7 @@ import sys
 SUBCOMMANDS = {
     "info": ("fastconv.info", "Version, backends (and why any is missing), threads, BLAS, CPU."),
     "bench": ("fastconv.bench", "Benchmark every backend (and PyTorch) side by side; save and compare baselines."),
+    "tune": ("fastconv.tune", "Let auto measure the suite's workloads now and store its decisions."),
     "train": ("fastconv.train", "Train a CNN on the digits data set."),
 }
 

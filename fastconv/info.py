@@ -44,12 +44,24 @@ def collect() -> dict:
         details = getattr(_registry.get_module(name), "build_info", None)
         if details is not None:
             facts[f"{name}_build"] = details()
+    facts["autotune"] = autotune_facts()
     try:
         import torch
         facts["torch"] = torch.__version__
     except ImportError:
         facts["torch"] = None
     return facts
+
+
+def autotune_facts() -> dict:
+    """Where auto's decisions are stored and how many there are (in all, and for this machine's setting)."""
+    from fastconv import _auto, _tuning_store
+
+    entries = _tuning_store.load()
+    here = _auto.environment()
+    matching = sum(all(entry.get(k) == v for k, v in here.items()) for entry in entries.values())
+    return {"enabled": _auto.autotune_enabled(), "file": _tuning_store.path(), "decisions": len(entries),
+            "for_this_setting": matching}
 
 
 def configure(parser) -> None:

@@ -115,6 +115,30 @@ def is_warm(op: str, signature: tuple) -> bool:
                for kernel in _kernels(op, signature))
 
 
+KERNEL_PARTS = ("conv_forward", "conv_backward", "max_pool", "avg_pool")
+
+
+def precompile(parts, direct: bool = False) -> None:
+    """Compile (or load from the disk cache) kernels on tiny inputs: ``parts`` are (part, dtype)
+    pairs, part from KERNEL_PARTS; ``direct`` adds the direct-loop conv kernels. Each kernel's
+    cache entry is written by the process that compiles it: give another process other parts."""
+    from .._params import ConvParams, PoolParams
+    pool = PoolParams(2, 2, 1, 1, 0, 0, 2, 2)
+    for part, dtype in parts:
+        x = np.zeros((1, 4, 3, 3), dtype)
+        if part in ("conv_forward", "conv_backward"):
+            for w_shape in ((4, 4, 2, 2),) + (((4, 1, 2, 2),) if direct else ()):
+                w, p = np.zeros(w_shape, dtype), ConvParams(1, 1, 0, 0, 1, 1, 4 // w_shape[1], 2, 2)
+                if part == "conv_forward":
+                    conv2d_forward(x, w, None, p)
+                else:
+                    conv2d_backward(np.zeros((1, 4, 2, 2), dtype), x, w, None, p, False)
+        else:
+            op = "max_pool2d" if part == "max_pool" else "avg_pool2d"
+            out, ctx = globals()[op + "_forward"](x, pool)
+            globals()[op + "_backward"](out, x, ctx, pool)
+
+
 def _argmax_dtype(height, width):
     return np.int32 if height * width < 2**31 else np.int64
 
