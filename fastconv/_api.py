@@ -18,6 +18,7 @@ class ConvCache(NamedTuple):
     has_bias: bool
     params: ConvParams
     ctx: object
+    relu_out: np.ndarray | None = None  # the output of a conv with activation="relu": its mask
 
 
 class PoolCache(NamedTuple):
@@ -40,12 +41,12 @@ def pool2d_signature(x, p: PoolParams) -> tuple:
     return (x.shape, p, x.dtype.char)
 
 
-def _resolve(backend, op: str, signature: tuple) -> str:
+def resolve(backend, op: str, signature: tuple) -> str:
     name = _registry.get_backend() if backend is None else _registry.check_backend_name(backend)
     return _auto.choose(op, signature) if name == _registry.AUTO else name
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, backend=None):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, backend=None, *, activation=None):
     """2-D cross-correlation over a batch of images (PyTorch's ``conv2d`` semantics).
 
     Parameters
@@ -56,6 +57,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, back
     stride, padding, dilation : int or (h, w) pair
     groups : int, dividing both C and F
     backend : str or None (None = the default set by ``set_backend``)
+    activation : None or "relu" (keyword only): ``relu(conv + b)`` in the same pass where the
+        backend can; backward then takes the gradient through the ReLU too
 
     Returns
     -------
@@ -64,13 +67,21 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, back
     cache : opaque object for :func:`conv2d_backward`
     """
     x, w, b, p = _validate.conv2d_args(x, w, b, stride, padding, dilation, groups)
-    name = _resolve(backend, "conv2d", conv2d_signature(x, w, b, p))
+    relu = _validate.activation_arg(activation)
+    name = resolve(backend, "conv2d", conv2d_signature(x, w, b, p))
     n, f = x.shape[0], w.shape[0]
     if n == 0:
         out, ctx = np.zeros((0, f, p.out_h, p.out_w), x.dtype), None
     else:
-        out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
-    return out, ConvCache(name, x, w, b is not None, p, ctx)
+        module = _registry.get_module(name)
+        fused = getattr(module, "conv2d_relu_forward", None) if relu else None
+        if fused is not None:
+            out, ctx = fused(x, w, b, p)
+        else:
+            out, ctx = module.conv2d_forward(x, w, b, p)
+            if relu:
+                out = _registry.kernel(name, "relu_forward")(out)
+    return out, ConvCache(name, x, w, b is not None, p, ctx, out if relu else None)
 
 
 def conv2d_backward(dout, cache):
@@ -82,12 +93,14 @@ def conv2d_backward(dout, cache):
     if x.shape[0] == 0:
         db = np.zeros(w.shape[0], x.dtype) if cache.has_bias else None
         return np.zeros_like(x), np.zeros_like(w), db
+    if cache.relu_out is not None:
+        dout = _registry.kernel(cache.backend, "relu_backward")(dout, cache.relu_out)
     return _registry.get_module(cache.backend).conv2d_backward(dout, x, w, cache.ctx, p, cache.has_bias)
 
 
 def _pool_forward(op: str, x, kernel_size, stride, padding, backend):
     x, p = _validate.pool2d_args(x, kernel_size, stride, padding)
-    name = _resolve(backend, op, pool2d_signature(x, p))
+    name = resolve(backend, op, pool2d_signature(x, p))
     if x.shape[0] == 0:
         out, ctx = np.zeros((0, x.shape[1], p.out_h, p.out_w), x.dtype), None
     else:

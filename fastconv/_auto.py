@@ -73,7 +73,7 @@ NEAR_TIE_SAMPLES = 18
 # jitter by a few percent, and registry order is the prior.
 SWITCH_MARGIN = 0.03
 SLOW_FACTOR = 3.0  # a candidate this many times slower than the best after one round is dropped
-REFERENCE = "naive"
+REFERENCE = _registry.REFERENCE
 
 _lock = threading.RLock()
 _decisions: dict[tuple, str] = {}  # final: (op, signature, threads) -> backend
@@ -187,7 +187,7 @@ def choose(op: str, signature: tuple) -> str:
         preferred = names[0]
         if key in _provisional and not is_ready(preferred, op, signature):
             return _provisional[key]
-        stored = _stored_choice(op, signature, names)
+        stored = _stored_choice(op, signature, names) if op in MEASURED_OPS else None
         if stored is not None and _loads(stored):
             _decisions[key] = stored
             return stored
@@ -312,12 +312,19 @@ def _threshold(op: str) -> float:
     return MEASURE_MIN_FLOPS if op == "conv2d" else MEASURE_MIN_POOL_OPS
 
 
+MEASURED_OPS = ("conv2d", "max_pool2d", "avg_pool2d")
+
+
 def _work(op: str, signature: tuple) -> float:
+    """How much a call does (forward flops for a conv, window reads for a pool; 0 for the other
+    ops of a step, whose fastest backend is the first: they are never measured)."""
     if op == "conv2d":
         x_shape, w_shape, _, p, _ = signature
         return 2.0 * x_shape[0] * w_shape[0] * p.out_h * p.out_w * w_shape[1] * w_shape[2] * w_shape[3]
-    x_shape, p, _ = signature
-    return float(x_shape[0] * x_shape[1] * p.out_h * p.out_w * p.kernel_h * p.kernel_w)
+    if op in MEASURED_OPS:
+        x_shape, p, _ = signature
+        return float(x_shape[0] * x_shape[1] * p.out_h * p.out_w * p.kernel_h * p.kernel_w)
+    return 0.0
 
 
 def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
@@ -372,6 +379,8 @@ def _recording_failure(run, name: str, failed: set):
 def _runner(module, op: str, signature: tuple):
     """A no-argument function running forward + backward of ``module`` on random inputs."""
     rng = np.random.default_rng(0)
+    if op not in MEASURED_OPS:
+        return _step_runner(module, op, signature[-1])
     if op == "conv2d":
         x_shape, w_shape, has_bias, p, char = signature
         x = rng.standard_normal(x_shape).astype(char)
@@ -391,4 +400,40 @@ def _runner(module, op: str, signature: tuple):
         def run():
             _, ctx = forward(x, p)
             backward(dout, x, ctx, p)
+    return run
+
+
+def _step_runner(module, op: str, char: str):
+    """Every kernel of a step op's family on tiny inputs (what compiles a JIT backend's kernels for
+    ``char``'s dtype); a kernel the backend lacks is the reference's and needs nothing."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4)).astype(char)
+    flat, c = x.reshape(-1), x.shape[1]
+
+    def call(name, *args):
+        kernel = getattr(module, name, None)
+        return kernel(*args) if kernel is not None else None
+
+    def run():
+        if op == "relu":
+            call("relu_backward", flat, call("relu_forward", flat))
+        elif op == "affine":
+            x2, w = x.reshape(2, 12), rng.standard_normal((12, 5)).astype(char)
+            for weight in (w, np.asfortranarray(w)):
+                call("affine_forward", x2, weight, None)
+                call("affine_backward", x2[:, :5].copy(), x2, weight, True)
+        elif op == "batch_norm":
+            ones, zeros = np.ones(c, char), np.zeros(c, char)
+            for relu in (False, True):
+                out, mean, _ = call("batch_norm_train_forward", x, ones, zeros, 1e-5, relu) or (x, zeros, ones)
+                call("batch_norm_eval_forward", x, ones, zeros, relu)
+                for training in (True, False):
+                    call("batch_norm_backward", x, x, out if relu else None, mean, ones, ones, training)
+        elif op == "softmax_cross_entropy":
+            call(op, x[0], np.zeros(3, np.int64))
+        else:  # an optimizer update: w, dw, then its state arrays and hyperparameters
+            states = {"sgd_update": 0, "sgd_momentum_update": 1, "rmsprop_update": 1, "adam_update": 2}[op]
+            hyper = {"sgd_update": (0.1,), "sgd_momentum_update": (0.1, 0.9), "rmsprop_update": (0.1, 0.9, 1e-8),
+                     "adam_update": (0.1, 0.9, 0.99, 1e-8, 0.1, 0.01)}[op]
+            call(op, flat.copy(), flat, *[np.zeros_like(flat) for _ in range(states)], *hyper)
     return run

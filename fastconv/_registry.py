@@ -22,6 +22,14 @@ JIT_BACKENDS = {"numba": "numba"}  # name -> the module it needs, found without 
 
 KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward")
+# The rest of a training step (fastconv._step_ops). Optional: a backend without one runs the
+# reference's, so a conv-only backend still gives every answer. (Also optional:
+# conv2d_relu_forward, a conv with bias and ReLU fused; without it the front runs the backend's
+# conv2d_forward, then relu_forward.)
+STEP_KERNELS = ("relu_forward", "relu_backward", "affine_forward", "affine_backward",
+                "batch_norm_train_forward", "batch_norm_eval_forward", "batch_norm_backward",
+                "softmax_cross_entropy", "sgd_update", "sgd_momentum_update", "rmsprop_update", "adam_update")
+REFERENCE = "naive"
 
 
 class BackendUnavailableError(ImportError):
@@ -96,6 +104,12 @@ def get_module(name: str) -> ModuleType:
         raise BackendUnavailableError(
             f"backend {name!r} is not available on this machine: {_failed[name]}. {hint}".strip())
     return module
+
+
+def kernel(name: str, function: str):
+    """Backend ``name``'s ``function``, or the reference's when the backend has none (see STEP_KERNELS)."""
+    found = getattr(get_module(name), function, None)
+    return found if found is not None else getattr(get_module(REFERENCE), function)
 
 
 def set_backend(name: str) -> None:

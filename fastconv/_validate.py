@@ -51,7 +51,7 @@ def as_float_array(name: str, arr, ndim: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_same_dtype(ref_name: str, ref: np.ndarray, **others) -> None:
+def same_dtype(ref_name: str, ref: np.ndarray, **others) -> None:
     for name, arr in others.items():
         if arr is not None and arr.dtype != ref.dtype:
             raise TypeError(f"{name} has dtype {arr.dtype} but {ref_name} has dtype {ref.dtype}; they must match")
@@ -68,7 +68,7 @@ def conv2d_args(x, w, b, stride, padding, dilation, groups):
     x = as_float_array("x", x, 4)
     w = as_float_array("w", w, 4)
     b = None if b is None else as_float_array("b", b)
-    _check_same_dtype("x", x, w=w, b=b)
+    same_dtype("x", x, w=w, b=b)
     stride = as_pair("stride", stride)
     padding = as_pair("padding", padding)
     dilation = as_pair("dilation", dilation)
@@ -135,3 +135,62 @@ def dout_arg(dout, expected_shape: tuple, dtype: np.dtype) -> np.ndarray:
     if dout.shape != tuple(expected_shape):
         raise ValueError(f"dout must have the forward output's shape {tuple(expected_shape)}, got {dout.shape}")
     return dout
+
+
+def real_arg(name: str, value, low: float, high: float = float("inf"), low_open: bool = False,
+             high_open: bool = False) -> float:
+    """A finite real number in the interval (ends open or closed as flagged), as a Python float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if not np.isfinite(value) or below or above:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def labels_arg(y, n: int, classes: int) -> np.ndarray:
+    """Integer class labels (N,) in [0, classes), as a C-contiguous int64 array."""
+    if not isinstance(y, np.ndarray):
+        raise TypeError(f"y must be a numpy.ndarray of integer labels, got {type(y).__name__}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"y: labels must be integers, got dtype {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape (N,) = ({n},) to match the scores, got {y.shape}")
+    if n and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(f"y: labels must be in [0, {classes}), got values in [{y.min()}, {y.max()}]")
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def in_place_arg(name: str, arr, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """An array updated in place: an ndarray of ``shape`` and ``dtype``, C-contiguous and writable."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} has dtype {arr.dtype} but must have {dtype} (it is updated in place)")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    if not arr.flags.c_contiguous or not arr.flags.writeable or not arr.dtype.isnative:
+        raise ValueError(f"{name} must be a writable, C-contiguous array in native byte order "
+                         "(it is updated in place)")
+    return arr
+
+
+def as_matrix(name: str, arr) -> np.ndarray:
+    """A 2-D float array in C or Fortran order (a transposed view stays a view), native byte order."""
+    if isinstance(arr, np.ndarray) and arr.ndim == 2 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
+        return as_float_array(name, arr.T).T
+    return as_float_array(name, arr, 2)
+
+
+def activation_arg(activation) -> bool:
+    """True for "relu", False for None (no activation); anything else is an error naming the argument."""
+    if activation is None:
+        return False
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be None or 'relu', got {type(activation).__name__}")
+    if activation != "relu":
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    return True

@@ -1,8 +1,10 @@
 """The CS231n-style functional layers: ``forward(...) -> (out, cache)`` and ``backward(dout, cache)``.
 
-Convolution and pooling go through :mod:`fastconv`: the ``*_naive`` functions use the ``naive``
-backend, the ``*_fast`` ones (and the sandwich layers) the default backend (``auto`` = fastest).
-Every function computes in the dtype of its inputs (float32 stays float32).
+Every layer runs on :mod:`fastconv`'s kernels: the ``*_naive`` conv and pool functions on the
+``naive`` backend, everything else on the default backend (``auto`` = fastest), so a whole
+training step stays on one team of threads. Sandwich layers fuse where that saves a pass
+(conv + bias + ReLU in one kernel). Every function computes in the dtype of its inputs
+(float32 stays float32). Caches are fastconv's: pass them back to the matching backward.
 """
 from __future__ import annotations
 
@@ -29,29 +31,22 @@ def affine_forward(x, w, b):
 
     ``w`` is (D, M), ``b`` is (M,) or None. Returns ``(out, cache)`` with ``out`` of shape (N, M).
     """
-    out = x.reshape(x.shape[0], -1) @ w
-    if b is not None:
-        out += b
-    return out, (x, w, b)
+    return fastconv.affine_forward(x, w, b)
 
 
 def affine_backward(dout, cache):
     """Gradients of :func:`affine_forward`: ``(dx, dw, db)`` (``db`` is None when ``b`` was None)."""
-    x, w, b = cache
-    dx = (dout @ w.T).reshape(x.shape)
-    dw = x.reshape(x.shape[0], -1).T @ dout
-    db = dout.sum(axis=0) if b is not None else None
-    return dx, dw, db
+    return fastconv.affine_backward(dout, cache)
 
 
 def relu_forward(x):
     """Rectified linear unit ``max(x, 0)``, any shape. Returns ``(out, cache)``."""
-    return np.maximum(x, 0), x
+    return fastconv.relu_forward(x)
 
 
 def relu_backward(dout, cache):
     """Gradient of :func:`relu_forward` (zero where the input was <= 0)."""
-    return dout * (cache > 0)
+    return fastconv.relu_backward(dout, cache)
 
 
 # ----------------------------------------------------------------------------- conv, pool
@@ -126,6 +121,20 @@ def _bn_settings(bn_param, num_features, dtype):
     return mode, bn_param.get("eps", 1e-5), bn_param.get("momentum", 0.9)
 
 
+def _batchnorm(x, gamma, beta, bn_param, activation=None):
+    """Batch norm over every axis but 1, CS231n's way: ``running = momentum * running + (1 - momentum)
+    * batch`` with the biased batch variance, updated in the dict; 'test' mode uses the running ones."""
+    x = np.asarray(x)
+    mode, eps, momentum = _bn_settings(bn_param, x.shape[1], x.dtype)
+    if mode == "train":
+        out, cache = fastconv.batch_norm_forward(x, gamma, beta, training=True, eps=eps, activation=activation)
+        bn_param["running_mean"] = momentum * bn_param["running_mean"] + (1 - momentum) * cache.mean
+        bn_param["running_var"] = momentum * bn_param["running_var"] + (1 - momentum) * cache.var
+        return out, cache
+    running = [np.asarray(bn_param[key]).astype(x.dtype, copy=False) for key in ("running_mean", "running_var")]
+    return fastconv.batch_norm_forward(x, gamma, beta, *running, training=False, eps=eps, activation=activation)
+
+
 def batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization of ``x`` (N, D) with scale ``gamma`` (D,) and shift ``beta`` (D,).
 
@@ -135,72 +144,51 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     dict: ``running = momentum * running + (1 - momentum) * batch``; 'test' mode uses them.
     Returns ``(out, cache)``.
     """
-    mode, eps, momentum = _bn_settings(bn_param, x.shape[1], x.dtype)
-    if mode == "train":
-        mean, var = x.mean(axis=0), x.var(axis=0)
-        bn_param["running_mean"] = momentum * bn_param["running_mean"] + (1 - momentum) * mean
-        bn_param["running_var"] = momentum * bn_param["running_var"] + (1 - momentum) * var
-    else:
-        mean = bn_param["running_mean"].astype(x.dtype, copy=False)
-        var = bn_param["running_var"].astype(x.dtype, copy=False)
-    centered = x - mean
-    inv_std = 1 / np.sqrt(var + eps)
-    x_hat = centered * inv_std
-    return gamma * x_hat + beta, (mode, x_hat, centered, inv_std, gamma)
+    return _batchnorm(x, gamma, beta, bn_param)
 
 
 def batchnorm_backward(dout, cache):
-    """Gradients ``(dx, dgamma, dbeta)`` of :func:`batchnorm_forward`, step by step through its graph."""
-    mode, x_hat, centered, inv_std, gamma = cache
-    dgamma, dbeta = (dout * x_hat).sum(axis=0), dout.sum(axis=0)
+    """Gradients ``(dx, dgamma, dbeta)`` of :func:`batchnorm_forward`, step by step through its graph
+    (the compiled :func:`batchnorm_backward_alt` computes the same in one kernel)."""
+    x3, mean, inv_std, gamma = cache.x3, cache.mean[:, None], cache.inv_std[:, None], cache.gamma[:, None]
+    dout = np.asarray(dout).reshape(x3.shape)
+    if cache.relu_out is not None:
+        dout = dout * (cache.relu_out > 0)
+    centered = x3 - mean
+    x_hat = centered * inv_std
+    axes = (0, 2)
+    dgamma, dbeta = (dout * x_hat).sum(axis=axes), dout.sum(axis=axes)
     dx_hat = dout * gamma
-    if mode == "test":
-        return dx_hat * inv_std, dgamma, dbeta
-    n = dout.shape[0]
+    if not cache.training:
+        return (dx_hat * inv_std).reshape(cache.shape), dgamma, dbeta
+    n = x3.shape[0] * x3.shape[2]
     # x_hat = centered * inv_std, inv_std = (var + eps) ** -0.5, var = mean(centered ** 2),
     # centered = x - mean(x): walk these back one node at a time.
-    dinv_std = (dx_hat * centered).sum(axis=0)
+    dinv_std = (dx_hat * centered).sum(axis=axes, keepdims=True)
     dvar = -0.5 * inv_std ** 3 * dinv_std
     dcentered = dx_hat * inv_std + 2 * centered * dvar / n
-    dmean = -dcentered.sum(axis=0)
-    return dcentered + dmean / n, dgamma, dbeta
+    dmean = -dcentered.sum(axis=axes, keepdims=True)
+    return (dcentered + dmean / n).reshape(cache.shape), dgamma, dbeta
 
 
 def batchnorm_backward_alt(dout, cache):
-    """As :func:`batchnorm_backward`, with the gradient simplified on paper to one expression."""
-    mode, x_hat, _, inv_std, gamma = cache
-    dgamma, dbeta = (dout * x_hat).sum(axis=0), dout.sum(axis=0)
-    if mode == "test":
-        return dout * gamma * inv_std, dgamma, dbeta
-    n = dout.shape[0]
-    dx = (gamma * inv_std / n) * (n * dout - dbeta - x_hat * dgamma)
-    return dx, dgamma, dbeta
-
-
-def _channels_last(x):
-    n, c, h, w = x.shape
-    return x.transpose(0, 2, 3, 1).reshape(n * h * w, c)
-
-
-def _channels_first(x2d, shape):
-    n, c, h, w = shape
-    return x2d.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    """As :func:`batchnorm_backward`, with the gradient simplified on paper to one expression:
+    ``dx = gamma * inv_std / N * (N * dout - dbeta - x_hat * dgamma)``, one compiled kernel."""
+    return fastconv.batch_norm_backward(dout, cache)
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization of ``x`` (N, C, H, W) per channel, over N, H and W (``gamma``, ``beta``: (C,)).
 
-    ``bn_param`` as for :func:`batchnorm_forward`. Returns ``(out, cache)``.
+    ``bn_param`` as for :func:`batchnorm_forward`; computed directly on NCHW (no transposes).
+    Returns ``(out, cache)``.
     """
-    out2d, cache = batchnorm_forward(_channels_last(x), gamma, beta, bn_param)
-    return _channels_first(out2d, x.shape), (cache, x.shape)
+    return _batchnorm(x, gamma, beta, bn_param)
 
 
 def spatial_batchnorm_backward(dout, cache):
     """Gradients ``(dx, dgamma, dbeta)`` of :func:`spatial_batchnorm_forward`."""
-    bn_cache, shape = cache
-    dx2d, dgamma, dbeta = batchnorm_backward_alt(_channels_last(dout), bn_cache)
-    return _channels_first(dx2d, shape), dgamma, dbeta
+    return fastconv.batch_norm_backward(dout, cache)
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -250,15 +238,7 @@ def softmax_loss(x, y):
 
     ``x`` (N, C) class scores, ``y`` (N,) integer labels in [0, C). Returns ``(loss, dx)``.
     """
-    y = _check_labels(x, y)
-    rows = np.arange(x.shape[0])
-    shifted = x - x.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -log_probs[rows, y].mean()
-    dx = np.exp(log_probs)
-    dx[rows, y] -= 1
-    dx /= x.shape[0]
-    return float(loss), dx
+    return fastconv.softmax_cross_entropy(x, np.asarray(y))
 
 
 def svm_loss(x, y):
@@ -290,28 +270,27 @@ def affine_relu_backward(dout, cache):
 
 
 def conv_relu_forward(x, w, b, conv_param, backend=None):
-    """Convolution (default backend) followed by ReLU. Returns ``(out, cache)``."""
-    a, conv_cache = conv_forward_fast(x, w, b, conv_param, backend)
-    out, relu_cache = relu_forward(a)
-    return out, (conv_cache, relu_cache)
+    """Convolution (default backend) followed by ReLU, in one kernel where the backend fuses them.
+
+    Returns ``(out, cache)``.
+    """
+    return fastconv.conv2d_forward(x, w, b, stride=conv_param.get("stride", 1), padding=conv_param.get("pad", 0),
+                                   backend=backend, activation="relu")
 
 
 def conv_relu_backward(dout, cache):
     """Gradients ``(dx, dw, db)`` of :func:`conv_relu_forward`."""
-    conv_cache, relu_cache = cache
-    return conv_backward_fast(relu_backward(dout, relu_cache), conv_cache)
+    return fastconv.conv2d_backward(dout, cache)
 
 
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param, backend=None):
-    """Convolution, ReLU, then max pooling (default backend). Returns ``(out, cache)``."""
-    a, conv_cache = conv_forward_fast(x, w, b, conv_param, backend)
-    s, relu_cache = relu_forward(a)
+    """Convolution with ReLU fused, then max pooling (default backend). Returns ``(out, cache)``."""
+    s, conv_cache = conv_relu_forward(x, w, b, conv_param, backend)
     out, pool_cache = max_pool_forward_fast(s, pool_param, backend)
-    return out, (conv_cache, relu_cache, pool_cache)
+    return out, (conv_cache, pool_cache)
 
 
 def conv_relu_pool_backward(dout, cache):
     """Gradients ``(dx, dw, db)`` of :func:`conv_relu_pool_forward`."""
-    conv_cache, relu_cache, pool_cache = cache
-    ds = max_pool_backward_fast(dout, pool_cache)
-    return conv_backward_fast(relu_backward(ds, relu_cache), conv_cache)
+    conv_cache, pool_cache = cache
+    return conv_relu_backward(max_pool_backward_fast(dout, pool_cache), conv_cache)

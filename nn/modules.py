@@ -172,15 +172,28 @@ class Sequential(Module):
         return iter(self.layers)
 
     def forward(self, x):
-        for module in self.layers:
-            x = module(x)
+        # A module that can fuse a ReLU (Conv2d, BatchNorm) computes it in the same pass when a
+        # ReLU follows it here: one pass over the activations fewer, forward and backward.
+        self._fused = []
+        i, layers = 0, self.layers
+        while i < len(layers):
+            module = layers[i]
+            if i + 1 < len(layers) and type(layers[i + 1]) is ReLU and hasattr(module, "forward_relu"):
+                x = module.forward_relu(x)
+                self._fused.append((module, layers[i + 1]))
+                i += 2
+            else:
+                x = module(x)
+                self._fused.append((module, None))
+                i += 1
+        self._cache = True
         return x
 
     def backward(self, dout):
-        for module in reversed(self.layers):
+        self._saved()
+        for module, _ in reversed(self._fused):
             dout = module.backward(dout)
         return dout
-
 
 class Conv2d(Module):
     """2-D convolution (cross-correlation) through :func:`fastconv.conv2d_forward`.
@@ -210,11 +223,16 @@ class Conv2d(Module):
         self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype))
         self.bias = Parameter(rng.uniform(-bound, bound, out_channels).astype(dtype)) if bias else None
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
         bias = None if self.bias is None else self.bias.data
         out, self._cache = fastconv.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding,
-                                                   self.dilation, self.groups, backend=self.backend)
+                                                   self.dilation, self.groups, backend=self.backend,
+                                                   activation=activation)
         return out
+
+    def forward_relu(self, x):
+        """``relu(self(x))`` in one kernel; :meth:`backward` then goes through the ReLU too."""
+        return self.forward(x, activation="relu")
 
     def backward(self, dout):
         dx, dw, db = fastconv.conv2d_backward(dout, self._saved())
@@ -292,11 +310,12 @@ class Linear(Module):
         self.bias = Parameter(rng.uniform(-bound, bound, out_features).astype(dtype)) if bias else None
 
     def forward(self, x):
-        out, self._cache = layers.affine_forward(x, self.weight.data.T, None if self.bias is None else self.bias.data)
+        # weight.T is a Fortran-ordered view: the kernel reads it as it is, no copy.
+        out, self._cache = fastconv.affine_forward(x, self.weight.data.T, None if self.bias is None else self.bias.data)
         return out
 
     def backward(self, dout):
-        dx, dw, db = layers.affine_backward(dout, self._saved())
+        dx, dw, db = fastconv.affine_backward(dout, self._saved())
         self.weight.grad += dw.T
         if self.bias is not None:
             self.bias.grad += db
@@ -310,23 +329,21 @@ class ReLU(Module):
     """``max(x, 0)`` elementwise."""
 
     def forward(self, x):
-        out, self._cache = layers.relu_forward(x)
+        out, self._cache = fastconv.relu_forward(x)
         return out
 
     def backward(self, dout):
-        return layers.relu_backward(dout, self._saved())
+        return fastconv.relu_backward(dout, self._saved())
 
 
 class BatchNorm1d(Module):
-    """Batch normalization over (N, num_features) inputs, with learnable ``weight`` (gamma) and ``bias`` (beta).
+    """Batch normalization over (N, num_features) or (N, num_features, L) inputs, with learnable
+    ``weight`` (gamma) and ``bias`` (beta).
 
     ``momentum`` follows PyTorch: ``running = (1 - momentum) * running + momentum * batch``
     (the running variance is the biased batch variance, as in CS231n). Training mode uses the
-    batch statistics; evaluation mode the running ones.
+    batch statistics; evaluation mode the running ones. Computed on NCHW directly (no transposes).
     """
-
-    _forward = staticmethod(layers.batchnorm_forward)
-    _backward = staticmethod(layers.batchnorm_backward_alt)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
         super().__init__()
@@ -339,15 +356,32 @@ class BatchNorm1d(Module):
         self.running_mean = Buffer(np.zeros(num_features, dtype))
         self.running_var = Buffer(np.ones(num_features, dtype))
 
-    def forward(self, x):
-        bn_param = {"mode": "train" if self.training else "test", "eps": self.eps, "momentum": 1 - self.momentum,
-                    "running_mean": self.running_mean.data, "running_var": self.running_var.data}
-        out, self._cache = type(self)._forward(x, self.weight.data, self.bias.data, bn_param)
-        self.running_mean.data, self.running_var.data = bn_param["running_mean"], bn_param["running_var"]
+    _input_dims = (2, 3)
+
+    def forward(self, x, activation=None):
+        if getattr(x, "ndim", None) not in self._input_dims:
+            raise ValueError(f"{type(self).__name__} expects a {' or '.join(map(str, self._input_dims))}-D input x, "
+                             f"got {getattr(x, 'ndim', type(x).__name__)}-D")
+        gamma, beta = self.weight.data, self.bias.data
+        if not self.training:
+            out, self._cache = fastconv.batch_norm_forward(
+                x, gamma, beta, self.running_mean.data.astype(gamma.dtype, copy=False),
+                self.running_var.data.astype(gamma.dtype, copy=False), training=False, eps=self.eps,
+                activation=activation)
+            return out
+        out, self._cache = fastconv.batch_norm_forward(x, gamma, beta, training=True, eps=self.eps,
+                                                       activation=activation)
+        keep = 1 - self.momentum
+        self.running_mean.data = keep * self.running_mean.data + self.momentum * self._cache.mean
+        self.running_var.data = keep * self.running_var.data + self.momentum * self._cache.var
         return out
 
+    def forward_relu(self, x):
+        """``relu(self(x))`` in one pass; :meth:`backward` then goes through the ReLU too."""
+        return self.forward(x, activation="relu")
+
     def backward(self, dout):
-        dx, dgamma, dbeta = type(self)._backward(dout, self._saved())
+        dx, dgamma, dbeta = fastconv.batch_norm_backward(dout, self._saved())
         self.weight.grad += dgamma
         self.bias.grad += dbeta
         return dx
@@ -359,8 +393,7 @@ class BatchNorm1d(Module):
 class BatchNorm2d(BatchNorm1d):
     """Batch normalization per channel of (N, C, H, W) inputs (statistics over N, H, W)."""
 
-    _forward = staticmethod(layers.spatial_batchnorm_forward)
-    _backward = staticmethod(layers.spatial_batchnorm_backward)
+    _input_dims = (4,)
 
 
 class Dropout(Module):
@@ -407,7 +440,7 @@ class CrossEntropyLoss(Module):
     """
 
     def forward(self, scores, y):
-        loss, self._cache = layers.softmax_loss(scores, y)
+        loss, self._cache = fastconv.softmax_cross_entropy(scores, np.asarray(y))
         return loss
 
     def backward(self, dout=1.0):

@@ -1,8 +1,10 @@
 """First-order update rules (CS231n ``update(w, dw, config) -> (next_w, config)``) and optimizer classes over them.
 
-The rules are the only place the math lives: they never modify ``w`` or ``dw``, keep their dtype,
-and keep per-parameter state (velocity, moments, step count) in ``config``. The classes hold one
-config per :class:`~nn.modules.Parameter`, validate hyperparameters and call the same rules.
+The arithmetic is fastconv's fused update kernels (one pass over w, its gradient and its
+state). Each rule exists twice over the same kernel: the CS231n function, which leaves ``w``
+and ``dw`` alone and returns a new ``next_w``, and an in-place form (``IN_PLACE_RULES``) that
+the optimizer classes use. Both keep the dtype of ``w`` and keep per-parameter state
+(velocity, moments, step count) in ``config``, whose state arrays are updated in place.
 """
 from __future__ import annotations
 
@@ -10,66 +12,84 @@ import math
 
 import numpy as np
 
-__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "UPDATE_RULES", "Optimizer", "SGD", "RMSprop", "Adam"]
+import fastconv
+
+__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "UPDATE_RULES", "IN_PLACE_RULES", "Optimizer", "SGD",
+           "RMSprop", "Adam"]
 
 
 def _state(config, key, w):
-    """The per-parameter state ``config[key]``, zeros like ``w`` on the first step."""
-    return config[key] if key in config else np.zeros_like(w)
+    """The per-parameter state ``config[key]`` as an array the kernels may update in place
+    (zeros like ``w`` on the first step; a copy when it has another dtype or layout)."""
+    state = config.get(key)
+    if not (isinstance(state, np.ndarray) and state.dtype == w.dtype and state.shape == w.shape
+            and state.flags.c_contiguous and state.flags.writeable):
+        state = np.zeros_like(w) if state is None else np.array(state, dtype=w.dtype, order="C")
+        config[key] = state
+    return state
 
 
-def sgd(w, dw, config=None):
-    """Vanilla stochastic gradient descent. config: ``learning_rate`` (1e-2)."""
-    config = {} if config is None else config
+def _grad(dw, w):
+    return np.asarray(dw, dtype=w.dtype)
+
+
+def sgd_in_place(w, dw, config):
     config.setdefault("learning_rate", 1e-2)
-    return w - config["learning_rate"] * dw, config
+    fastconv.sgd_update(w, _grad(dw, w), config["learning_rate"])
 
 
-def sgd_momentum(w, dw, config=None):
-    """SGD with momentum. config: ``learning_rate`` (1e-2), ``momentum`` (0.9), ``velocity`` (zeros)."""
-    config = {} if config is None else config
+def sgd_momentum_in_place(w, dw, config):
     config.setdefault("learning_rate", 1e-2)
     config.setdefault("momentum", 0.9)
-    velocity = _state(config, "velocity", w)
-    velocity = config["momentum"] * velocity - config["learning_rate"] * dw
-    config["velocity"] = velocity
-    return w + velocity, config
+    fastconv.sgd_momentum_update(w, _grad(dw, w), _state(config, "velocity", w), config["learning_rate"],
+                                 config["momentum"])
 
 
-def rmsprop(w, dw, config=None):
-    """RMSProp. config: ``learning_rate`` (1e-2), ``decay_rate`` (0.99), ``epsilon`` (1e-8), ``cache``."""
-    config = {} if config is None else config
+def rmsprop_in_place(w, dw, config):
     config.setdefault("learning_rate", 1e-2)
     config.setdefault("decay_rate", 0.99)
     config.setdefault("epsilon", 1e-8)
-    decay = config["decay_rate"]
-    cache = decay * _state(config, "cache", w) + (1 - decay) * dw * dw
-    config["cache"] = cache
-    return w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"]), config
+    fastconv.rmsprop_update(w, _grad(dw, w), _state(config, "cache", w), config["learning_rate"],
+                            config["decay_rate"], config["epsilon"])
 
 
-def adam(w, dw, config=None):
-    """Adam with bias correction; ``t`` is incremented before use (the first step uses t = 1).
-
-    config: ``learning_rate`` (1e-3), ``beta1`` (0.9), ``beta2`` (0.999), ``epsilon`` (1e-8),
-    moments ``m`` and ``v`` (zeros) and step count ``t`` (0).
-    """
-    config = {} if config is None else config
+def adam_in_place(w, dw, config):
     config.setdefault("learning_rate", 1e-3)
     config.setdefault("beta1", 0.9)
     config.setdefault("beta2", 0.999)
     config.setdefault("epsilon", 1e-8)
-    beta1, beta2 = config["beta1"], config["beta2"]
     t = config.get("t", 0) + 1
-    m = beta1 * _state(config, "m", w) + (1 - beta1) * dw
-    v = beta2 * _state(config, "v", w) + (1 - beta2) * dw * dw
-    config.update(t=t, m=m, v=v)
-    m_hat = m / (1 - beta1 ** t)
-    v_hat = v / (1 - beta2 ** t)
-    return w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"]), config
+    m, v = _state(config, "m", w), _state(config, "v", w)
+    fastconv.adam_update(w, _grad(dw, w), m, v, t, config["learning_rate"], config["beta1"], config["beta2"],
+                         config["epsilon"])
+    config["t"] = t
 
+
+def _functional(in_place, doc):
+    def rule(w, dw, config=None):
+        config = {} if config is None else config
+        next_w = np.array(w, order="C", copy=True)
+        in_place(next_w, dw, config)
+        return next_w, config
+    rule.__name__ = in_place.__name__.replace("_in_place", "")
+    rule.__doc__ = doc
+    return rule
+
+
+sgd = _functional(sgd_in_place, "Vanilla stochastic gradient descent. config: ``learning_rate`` (1e-2).")
+sgd_momentum = _functional(sgd_momentum_in_place, "SGD with momentum. config: ``learning_rate`` (1e-2), "
+                                                  "``momentum`` (0.9), ``velocity`` (zeros).")
+rmsprop = _functional(rmsprop_in_place, "RMSProp. config: ``learning_rate`` (1e-2), ``decay_rate`` (0.99), "
+                                        "``epsilon`` (1e-8), ``cache``.")
+adam = _functional(adam_in_place, """Adam with bias correction; ``t`` is incremented before use (the first step uses t = 1).
+
+    config: ``learning_rate`` (1e-3), ``beta1`` (0.9), ``beta2`` (0.999), ``epsilon`` (1e-8),
+    moments ``m`` and ``v`` (zeros) and step count ``t`` (0).
+    """)
 
 UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}
+IN_PLACE_RULES = {"sgd": sgd_in_place, "sgd_momentum": sgd_momentum_in_place, "rmsprop": rmsprop_in_place,
+                  "adam": adam_in_place}
 
 
 def _check_range(name, value, low, high, low_open=False, high_open=True):
@@ -112,9 +132,11 @@ class Optimizer:
             config["learning_rate"] = value
 
     def step(self) -> None:
-        """One update of every parameter from its current ``.grad``."""
+        """One update of every parameter from its current ``.grad``, in place."""
         for param, config in zip(self.params, self.state):
-            param.data, _ = self.rule(param.data, param.grad, config)
+            if not (param.data.flags.c_contiguous and param.data.flags.writeable):
+                param.data = np.array(param.data, order="C")
+            self.rule(param.data, param.grad, config)
 
     def zero_grad(self) -> None:
         for param in self.params:
@@ -143,14 +165,14 @@ class SGD(Optimizer):
         defaults = {"learning_rate": _check_range("lr", lr, 0, math.inf, low_open=True)}
         if momentum > 0:
             defaults["momentum"] = momentum
-        super().__init__(params, sgd_momentum if momentum > 0 else sgd, defaults)
+        super().__init__(params, sgd_momentum_in_place if momentum > 0 else sgd_in_place, defaults)
 
 
 class RMSprop(Optimizer):
     """RMSProp (rule ``rmsprop``): ``alpha`` is the decay rate of the squared-gradient average."""
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8):
-        super().__init__(params, rmsprop, {
+        super().__init__(params, rmsprop_in_place, {
             "learning_rate": _check_range("lr", lr, 0, math.inf, low_open=True),
             "decay_rate": _check_range("alpha", alpha, 0, 1),
             "epsilon": _check_range("eps", eps, 0, math.inf, low_open=True),
@@ -163,7 +185,7 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        super().__init__(params, adam, {
+        super().__init__(params, adam_in_place, {
             "learning_rate": _check_range("lr", lr, 0, math.inf, low_open=True),
             "beta1": _check_range("betas[0]", betas[0], 0, 1),
             "beta2": _check_range("betas[1]", betas[1], 0, 1),

@@ -42,6 +42,7 @@ ctypedef struct Geometry:
     int groups, tile_rows, n_tiles
     int samples  # > 1: a work item is that many whole images side by side (tile_rows = OH)
     bint identity  # 1x1 kernel, stride 1, no padding: the image already is its im2col matrix
+    bint relu  # forward: ReLU on the output as it is written
 
 
 def compiled_with():
@@ -53,6 +54,7 @@ def compiled_with():
 cdef Geometry _geometry(Py_ssize_t* x_shape, Py_ssize_t* w_shape, Py_ssize_t* out_shape,
                         tuple params, int tile_rows, int samples):
     cdef Geometry g
+    g.relu = False
     g.C, g.H, g.W = x_shape[1], x_shape[2], x_shape[3]
     g.F, g.Cg, g.KH, g.KW = w_shape[0], w_shape[1], w_shape[2], w_shape[3]
     g.OH, g.OW = out_shape[2], out_shape[3]
@@ -240,6 +242,15 @@ cdef void _im2col_samples(const Geometry* g, const floating* x, Py_ssize_t n0, i
                             col + c * g.KH * g.KW * cols + i * positions, cols)
 
 
+cdef inline void _add_relu(floating* dst, const floating* src, floating shift, Py_ssize_t count) noexcept nogil:
+    # dst = relu(src + shift); `<= 0 -> 0` keeps NaN and makes -0.0 0, as PyTorch's ReLU.
+    cdef Py_ssize_t j
+    cdef floating v
+    for j in range(count):
+        v = src[j] + shift
+        dst[j] = 0 if v <= 0 else v
+
+
 cdef void _forward_samples(const Geometry* g, const floating* x, const floating* w, const floating* bias,
                            bint has_bias, floating* out, Py_ssize_t n0, int m, floating* col,
                            floating* product) noexcept nogil:
@@ -256,8 +267,10 @@ cdef void _forward_samples(const Geometry* g, const floating* x, const floating*
             for f in range(g.Fg):
                 dst = out + ((n0 + i) * g.F + grp * g.Fg + f) * positions
                 src = product + f * cols + i * positions
-                if has_bias:
-                    shift = bias[grp * g.Fg + f]
+                shift = bias[grp * g.Fg + f] if has_bias else 0
+                if g.relu:
+                    _add_relu(dst, src, shift, positions)
+                elif has_bias:
                     for j in range(positions):
                         dst[j] = src[j] + shift
                 else:
@@ -294,15 +307,19 @@ cdef void _forward_item(const Geometry* g, const floating* x, const floating* w,
                     dst[f * out_plane + j] = bias[grp * g.Fg + f]
         _gemm(False, False, g.Fg, cols, k, 1, w + grp * g.Fg * k, k,
               patches, g.H * g.W if g.identity else cols, beta, dst, out_plane)
+        if g.relu:  # while the tile is still in cache
+            for f in range(g.Fg):
+                _add_relu(dst + f * out_plane, dst + f * out_plane, 0, cols)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] bias, floating[:, :, :, ::1] out, floating[:, ::1] col,
-                   floating[:, ::1] product, tuple params, int tile_rows, int samples, int num_threads):
-    """out <- conv(x, w) + bias (bias empty = none); col, product: (threads, tile) scratch;
+                   floating[:, ::1] product, tuple params, int tile_rows, int samples, bint relu, int num_threads):
+    """out <- conv(x, w) + bias (bias empty = none), then ReLU if asked; col, product: (threads, tile) scratch;
     params: (sh, sw, ph, pw, dh, dw, groups). Work items are (sample, tile of output rows), or
     with samples > 1 groups of that many whole images (product then holds their GEMM result)."""
     cdef Geometry g = _geometry(x.shape, w.shape, out.shape, params, tile_rows, samples)
+    g.relu = relu
     cdef Py_ssize_t n_batch = x.shape[0], item, col_stride = col.shape[1], product_stride = product.shape[1]
     cdef Py_ssize_t n_items = (n_batch + samples - 1) // samples if samples > 1 else n_batch * g.n_tiles
     cdef bint has_bias = bias.shape[0] > 0

@@ -182,10 +182,11 @@ cdef void _transform_inputs(const Tiling* t, const floating* x, Py_ssize_t first
         tile = stop
 
 
-cdef void _transform_outputs(const Tiling* t, const floating* m, const floating* bias, Py_ssize_t first,
+cdef void _transform_outputs(const Tiling* t, const floating* m, const floating* bias, bint relu, Py_ssize_t first,
                              Py_ssize_t count, floating* out) noexcept nogil:
-    # out tile = A^T m A (+ bias), cropped to the output; m laid out like v, with F rows and out_stride.
-    cdef Py_ssize_t tile = first, stop, nt, full, rows, j, f, n, oy, ox, i, xs = t.out_stride
+    # out tile = A^T m A (+ bias, then ReLU if asked), cropped to the output; m laid out like v,
+    # with F rows and out_stride.
+    cdef Py_ssize_t tile = first, stop, nt, full, rows, j, f, n, oy, ox, i, k, xs = t.out_stride
     cdef floating y[4][SEGMENT]  # the tiles' outputs (0, 0), (0, 1), (1, 0), (1, 1)
     cdef floating s00, s01, s02, s03, s10, s11, s12, s13, shift = 0
     cdef const floating* src
@@ -212,6 +213,10 @@ cdef void _transform_outputs(const Tiling* t, const floating* m, const floating*
                 y[1][j] = s01 - s02 - s03 + shift
                 y[2][j] = s10 + s11 + s12 + shift
                 y[3][j] = s11 - s12 - s13 + shift
+            if relu:
+                for k in range(4):
+                    for j in range(nt):
+                        y[k][j] = 0 if y[k][j] <= 0 else y[k][j]
             dst = out + (n * t.F + f) * t.OH * t.OW + oy * t.OW + ox
             for i in range(rows):
                 for j in range(full):
@@ -294,20 +299,20 @@ cdef void _add_input_grads(const Tiling* t, const floating* dv, Py_ssize_t first
 
 # ------------------------------------------------------------------------------ the passes
 cdef void _forward_block(const Tiling* t, const floating* x, const floating* u, const floating* bias,
-                         floating* out, Py_ssize_t first, Py_ssize_t count, floating* v,
+                         bint relu, floating* out, Py_ssize_t first, Py_ssize_t count, floating* v,
                          floating* m) noexcept nogil:
     cdef int xi
     _transform_inputs(t, x, first, count, v)
     for xi in range(16):
         _gemm(False, False, <int> t.F, <int> count, <int> t.C, 1, u + xi * t.F * t.C, <int> t.C,
               v + xi * t.in_stride, <int> t.block, 0, m + xi * t.out_stride, <int> t.block)
-    _transform_outputs(t, m, bias, first, count, out)
+    _transform_outputs(t, m, bias, relu, first, count, out)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u, const floating[::1] bias,
                    floating[:, :, :, ::1] out, floating[:, ::1] v, floating[:, ::1] m,
-                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block, int num_threads):
-    """out <- conv(x, w) + bias (bias empty = none) from u = transform_weights(w); v, m:
+                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block, bint relu, int num_threads):
+    """out <- conv(x, w) + bias (bias empty = none), then ReLU if asked, from u = transform_weights(w); v, m:
     (threads, n) scratch, n from scratch_sizes(C, F, block). Threads take blocks of
     ``block`` consecutive tiles."""
     cdef Tiling t = _tiling(x.shape, u.shape[1], out.shape, ph, pw, block)
@@ -318,7 +323,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u, 
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
         for blk in prange((tiles + block - 1) // block, schedule="dynamic"):
-            _forward_block(&t, &x[0, 0, 0, 0], &u[0, 0, 0], bias_ptr, &out[0, 0, 0, 0], blk * block,
+            _forward_block(&t, &x[0, 0, 0, 0], &u[0, 0, 0], bias_ptr, relu, &out[0, 0, 0, 0], blk * block,
                            min(block, tiles - blk * block), &v[0, 0] + tid * v_stride,
                            &m[0, 0] + tid * m_stride)
 

@@ -28,13 +28,7 @@ oversubscribed. With a single work item the kernel runs serially and lets BLAS u
 Calls release the GIL and keep per-Python-thread workspaces, so several Python threads may
 call at once.
 
-fork: GNU OpenMP (libgomp) keeps its worker pool in the thread that started a parallel region.
-A ``fork()`` child has only the forking thread, whose pool now names workers that do not
-exist there, so libgomp's next parallel region from that thread waits forever (measured: a
-multiprocessing 'fork' child hangs). Threads created in the child start with no pool and work.
-So after a fork (``os.register_at_fork``) this module runs the kernels called from the child's
-surviving thread on a helper thread created in the child: forked children compute in parallel
-and do not hang. Other threads of the child call the kernels directly.
+fork safety and loading the extension (OpenMP wait policy): ``_cy_runtime``.
 
 Build: the kernels live in ``_cy_conv.pyx`` / ``_cy_pool.pyx`` and are compiled by setup.py
 (``pip install .`` or ``pip install -e .``). Without them this module raises ImportError and
@@ -43,8 +37,6 @@ the registry leaves ``cython`` out of ``available_backends()``.
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -53,45 +45,11 @@ import numpy as np
 from .. import _registry
 from .._threads import get_num_threads, inner_blas_single_threaded
 from .._params import is_pointwise
-from . import _workspace
+from . import _cy_runtime, _workspace
 
 
-def _libgomp_loaded() -> bool:
-    try:
-        with open("/proc/self/maps") as fh:
-            return "libgomp" in fh.read()
-    except OSError:  # not Linux: cannot tell, so assume another library already chose
-        return True
-
-
-def _import_kernels():
-    """Import the compiled kernels, letting the OpenMP runtime they load wait passively.
-
-    libgomp reads OMP_WAIT_POLICY once, when it is loaded. Its default spins idle workers for
-    a while after each parallel region, which on a machine shared with other work (the usual
-    case for a 2-core box running tests) steals the very cores the next call needs: measured
-    here, 2-thread pooling ran 2-3x slower than with passive waiting. So unless the user set
-    OMP_WAIT_POLICY, or a library loaded libgomp first (torch ships one with the same soname,
-    and the process then shares it), the import happens with OMP_WAIT_POLICY=PASSIVE.
-    """
-    choose = "OMP_WAIT_POLICY" not in os.environ and not _libgomp_loaded()
-    if choose:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    try:
-        from . import _cy_conv, _cy_pool, _cy_winograd
-    except ImportError as exc:
-        raise ImportError(
-            f"the compiled kernels of the cython backend are not built ({exc}). Build them with "
-            "`pip install .`, or in a checkout `pip install -e . --no-build-isolation` "
-            "(or `python setup.py build_ext --inplace`)") from exc
-    finally:
-        if choose:
-            del os.environ["OMP_WAIT_POLICY"]
-    return _cy_conv, _cy_pool, _cy_winograd, choose
-
-
-_cy_conv, _cy_pool, _cy_winograd, _PASSIVE_WAIT_SET_HERE = _import_kernels()
-_OPENMP = _cy_conv.compiled_with()["openmp"]
+_cy_conv, _cy_pool, _cy_winograd = _cy_runtime._cy_conv, _cy_runtime._cy_pool, _cy_runtime._cy_winograd
+_run = _cy_runtime.run
 
 # A column tile this size stays near the core's L2 cache while giving GEMM wide enough panels.
 COL_TILE_BYTES = 1 << 20
@@ -101,32 +59,6 @@ COL_TILE_BYTES = 1 << 20
 MIN_TILE_POSITIONS = 256
 CHUNKS_PER_THREAD = 4
 _INT32_MAX = 2**31 - 1
-
-# Set in a fork() child: the surviving thread, whose libgomp pool is stale, and the helper
-# thread that runs kernels on its behalf.
-_stale_pool_thread: int | None = None
-_helper: ThreadPoolExecutor | None = None
-
-
-def _after_fork_in_child() -> None:
-    global _stale_pool_thread, _helper
-    _stale_pool_thread = threading.get_ident()
-    _helper = None  # the parent's helper thread did not survive the fork either
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _run(kernel, *args):
-    """Call a compiled kernel, from a fresh thread if this thread's OpenMP pool died in a fork."""
-    global _helper
-    if _stale_pool_thread is None or threading.get_ident() != _stale_pool_thread:
-        return kernel(*args)
-    if _helper is None:
-        _helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastconv-openmp")
-    return _helper.submit(kernel, *args).result()
-
 
 class Delegated(NamedTuple):
     """ctx of a call this backend handed to another backend (sizes beyond its int32 indexing)."""
@@ -140,17 +72,13 @@ def build_info() -> dict:
     info = _cy_conv.compiled_with()
     info["winograd_min_channels"] = WINOGRAD_MIN_CHANNELS if WINOGRAD_MIN_CHANNELS < 2**62 else "off"
     info["threads"] = get_num_threads()
-    info["forked_child"] = _stale_pool_thread is not None
-    info["omp_wait_policy"] = "PASSIVE (set by fastconv)" if _PASSIVE_WAIT_SET_HERE else os.environ.get(
+    info["forked_child"] = _cy_runtime.forked_child()
+    info["omp_wait_policy"] = "PASSIVE (set by fastconv)" if _cy_runtime.PASSIVE_WAIT_SET_HERE else os.environ.get(
         "OMP_WAIT_POLICY", "chosen by whoever loaded libgomp first")
     return info
 
 
-def _threads(work_items: int) -> int:
-    """OpenMP team size for a call: capped by the work; 1 in a serial build, leaving BLAS its threads."""
-    if not _OPENMP:
-        return 1
-    return max(1, min(get_num_threads(), work_items))
+_threads = _cy_runtime.team
 
 
 def _blas_guard(threads: int):
@@ -271,7 +199,7 @@ def _winograd_weights(w, threads: int) -> np.ndarray:
     return u
 
 
-def _winograd_forward(x, w, b, p, plan: _Winograd):
+def _winograd_forward(x, w, b, p, plan: _Winograd, relu: bool):
     n, f = x.shape[0], w.shape[0]
     tiles = n * -(-p.out_h // 2) * -(-p.out_w // 2)
     threads = _threads(-(-tiles // plan.block))
@@ -281,7 +209,7 @@ def _winograd_forward(x, w, b, p, plan: _Winograd):
     out = np.empty((n, f, p.out_h, p.out_w), x.dtype)
     with _blas_guard(threads):
         _run(_cy_winograd.conv2d_forward, x, u, _empty(x.dtype) if b is None else b, out, v, m,
-             p.pad_h, p.pad_w, plan.block, threads)
+             p.pad_h, p.pad_w, plan.block, relu, threads)
     return out, None
 
 
@@ -304,14 +232,14 @@ def _winograd_backward(dout, x, w, p, has_bias, plan: _Winograd):
 
 
 # ----------------------------------------------------------------------- conv2d, entry points
-def conv2d_forward(x, w, b, p):
+def conv2d_forward(x, w, b, p, relu: bool = False):
     if not _conv_fits_int32(x, w, p):
         name = _fallback_backend()
         out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
-        return out, Delegated(name, ctx)
+        return (np.maximum(out, 0) if relu else out), Delegated(name, ctx)
     plan = _winograd_plan(x, w, p, _threads(get_num_threads()))
     if plan is not None:
-        return _winograd_forward(x, w, b, p, plan)
+        return _winograd_forward(x, w, b, p, plan, relu)
     n = x.shape[0]
     layout = _layout(n, w.shape, p, x.dtype.itemsize, _threads(get_num_threads()), 1)
     items = -(-n // layout.samples) if layout.samples > 1 else n * -(-p.out_h // layout.rows)
@@ -322,8 +250,13 @@ def conv2d_forward(x, w, b, p):
     bias = _empty(x.dtype) if b is None else b
     with _blas_guard(threads):
         _run(_cy_conv.conv2d_forward, x, w, bias, out, col, product, _conv_params(p), layout.rows,
-             layout.samples, threads)
+             layout.samples, relu, threads)
     return out, None
+
+
+def conv2d_relu_forward(x, w, b, p):
+    """relu(conv(x, w) + b), the ReLU applied to each output tile as it is written."""
+    return conv2d_forward(x, w, b, p, relu=True)
 
 
 def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
@@ -421,3 +354,9 @@ def avg_pool2d_backward(dout, x, ctx, p):
     dx = np.empty_like(x)
     _run(_cy_pool.avg_pool2d_backward, _planes(dout), _planes(dx), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
     return dx
+
+
+# ------------------------------------------------------------- the rest of a training step
+from ._cy_step import (adam_update, affine_backward, affine_forward, batch_norm_backward,  # noqa: E402,F401
+                       batch_norm_eval_forward, batch_norm_train_forward, relu_backward, relu_forward,
+                       rmsprop_update, sgd_momentum_update, sgd_update, softmax_cross_entropy)

@@ -110,3 +110,91 @@ def avg_pool2d_backward(dout, x, ctx, p):
     for oh, ow, rows, cols in _pool_windows(x.shape, p):
         dx[:, :, rows.start:rows.stop, cols.start:cols.stop] += (dout[:, :, oh, ow] / area)[:, :, None, None]
     return dx
+
+
+# ------------------------------------------------------- the rest of a training step (numpy)
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(dout, out):
+    return np.where(out > 0, dout, 0).astype(dout.dtype, copy=False)
+
+
+def affine_forward(x2, w, b):
+    out = x2 @ w
+    if b is not None:
+        out += b
+    return out
+
+
+def affine_backward(dout, x2, w, has_bias):
+    dx2 = dout @ w.T
+    dw = (dout.T @ x2).T if w.flags.f_contiguous and not w.flags.c_contiguous else x2.T @ dout
+    return dx2, dw, dout.sum(axis=0) if has_bias else None
+
+
+def batch_norm_train_forward(x3, gamma, beta, eps, relu):
+    """x3 (N, C, L): statistics per channel over N and L; returns (out, mean, biased var)."""
+    mean = x3.mean(axis=(0, 2))
+    centered = x3 - mean[:, None]
+    var = (centered * centered).mean(axis=(0, 2))
+    inv_std = 1 / np.sqrt(var + x3.dtype.type(eps))
+    out = centered * (gamma * inv_std)[:, None] + beta[:, None]
+    return (np.maximum(out, 0) if relu else out), mean, var
+
+
+def batch_norm_eval_forward(x3, scale, shift, relu):
+    out = x3 * scale[:, None] + shift[:, None]
+    return np.maximum(out, 0) if relu else out
+
+
+def batch_norm_backward(dout3, x3, relu_out, mean, inv_std, gamma, training):
+    dy = dout3 if relu_out is None else relu_backward(dout3, relu_out)
+    x_hat = (x3 - mean[:, None]) * inv_std[:, None]
+    dbeta = dy.sum(axis=(0, 2))
+    dgamma = (dy * x_hat).sum(axis=(0, 2))
+    if not training:  # the statistics are constants
+        return dy * (gamma * inv_std)[:, None], dgamma, dbeta
+    count = x3.shape[0] * x3.shape[2]
+    dx = (gamma * inv_std / count)[:, None] * (count * dy - dbeta[:, None] - x_hat * dgamma[:, None])
+    return dx, dgamma, dbeta
+
+
+def softmax_cross_entropy(scores, y):
+    """Per-row losses and the gradient of their mean."""
+    rows = np.arange(scores.shape[0])
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    losses = log_norm - shifted[rows, y]
+    dscores = np.exp(shifted - log_norm[:, None])
+    dscores[rows, y] -= 1
+    dscores /= scores.dtype.type(max(scores.shape[0], 1))
+    return losses, dscores
+
+
+# Optimizer updates: flat arrays, w and the state arrays updated in place.
+def sgd_update(w, dw, lr):
+    w -= w.dtype.type(lr) * dw
+
+
+def sgd_momentum_update(w, dw, velocity, lr, momentum):
+    velocity *= velocity.dtype.type(momentum)
+    velocity -= velocity.dtype.type(lr) * dw
+    w += velocity
+
+
+def rmsprop_update(w, dw, cache, lr, decay, eps):
+    real = w.dtype.type
+    cache *= real(decay)
+    cache += real(1 - decay) * dw * dw
+    w -= real(lr) * dw / (np.sqrt(cache) + real(eps))
+
+
+def adam_update(w, dw, m, v, lr, beta1, beta2, eps, bias1, bias2):
+    real = w.dtype.type
+    m *= real(beta1)
+    m += real(1 - beta1) * dw
+    v *= real(beta2)
+    v += real(1 - beta2) * dw * dw
+    w -= real(lr) * (m / real(bias1)) / (np.sqrt(v / real(bias2)) + real(eps))
