@@ -48,7 +48,8 @@ def as_float_array(name: str, arr, ndim: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} must be {ndim}-D, got {arr.ndim}-D array of shape {arr.shape}")
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    return np.ascontiguousarray(arr)
+    # (np.ascontiguousarray would also turn a 0-D array into a 1-D one)
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 def same_dtype(ref_name: str, ref: np.ndarray, **others) -> None:
