@@ -8,6 +8,9 @@ Compiler flags and Cython directives for every extension are decided here, once:
   int index arithmetic never overflows and leaves loops scalar (the kernels never overflow:
   the front keeps every index within int32). Measured here: most conv and pooling rows 5-20 %
   faster.
+- ``-fno-math-errno``: with errno semantics gcc may not vectorize a loop calling ``sqrt``
+  (the optimizer updates, batch norm); nothing here reads errno, and results are unchanged
+  (IEEE square roots are exact either way). Measured: Adam on 800k float32 values 4x faster.
 - ``FASTCONV_NATIVE=1`` adds ``-march=native`` (faster here, but the build then only runs on
   CPUs like the build machine, so it is opt-in).
 - ``FASTCONV_DEBUG=1`` turns Cython's bounds and wraparound checks back on.
@@ -57,7 +60,7 @@ def extensions():
     from Cython.Build import cythonize
 
     debug = _env_flag("FASTCONV_DEBUG")
-    compile_args, link_args, macros = ["-O3", "-fno-wrapv"], [], [("FASTCONV_DEBUG_BUILD", "1" if debug else "0")]
+    compile_args, link_args, macros = ["-O3", "-fno-wrapv", "-fno-math-errno"], [], [("FASTCONV_DEBUG_BUILD", "1" if debug else "0")]
     if _compiler_supports_openmp():
         flag = "/openmp" if sys.platform == "win32" else "-fopenmp"
         compile_args.append(flag)

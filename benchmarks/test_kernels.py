@@ -29,7 +29,7 @@ def test_kernel(benchmark, workload, backend):
         pytest.skip("no verified reference for this large case here (needs im2col or torch)")
     call = wl.make_call(workload, backend, arrays)
     outputs = call()  # the warm-up call (JIT compilation, workspaces) is also the one checked
-    assert backend == wl.GEMM or wl.agrees(outputs, expected, workload.dtype), (
+    assert backend == wl.GEMM or wl.agrees(outputs, expected, workload.dtype, workload.op), (
         f"{backend} disagrees with {reference}: max abs error {wl.max_abs_error(outputs, expected):.3g}")
     del outputs
     benchmark.group = workload.label  # backends side by side in one table per workload

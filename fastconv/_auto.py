@@ -2,16 +2,19 @@
 
 How it decides
 --------------
-The candidates are the installed backends except the ``naive`` reference, in registry order
-(``cython``, ``numba``, ``im2col``); ``naive`` is used only when nothing else loads.
+The candidates are the installed compiled backends, in registry order (``cython``, ``numba``).
+``im2col`` is one only where neither is installed: its GEMMs run on numpy's OpenBLAS, whose
+threads keep spinning for ~0.1 s after every call and take the cores every following op of a
+training step needs (measured: a vgg step 1.66x slower when auto, timing convolutions alone,
+picked im2col for two of its four). ``naive`` is used only when nothing else loads.
 
 - A call big enough for the choice to matter (conv: at least ``MEASURE_MIN_FLOPS`` forward
   flops; pooling: at least ``MEASURE_MIN_POOL_OPS`` window reads) is **measured once**, like
   ``torch.backends.cudnn.benchmark``: each candidate runs forward + backward on random inputs
   of that signature, first once untimed (workspace growth, first touch of fresh pages), then
-  ``MEASURE_SAMPLES`` times in interleaved, settled visits, exactly as ``fastconv bench``
-  times backends side by side (see ``fastconv._timing`` for why; settling makes measuring
-  cost about 0.1 s per candidate and visit). A candidate whose first timed call was
+  ``MEASURE_SAMPLES`` times in interleaved visits of back-to-back calls, exactly as
+  ``fastconv bench`` times backends side by side: in the state a training loop leaves the
+  machine in, not after idle time (see ``fastconv._timing``). A candidate whose first timed call was
   ``SLOW_FACTOR`` times slower than another's first is not timed again. Candidates whose
   medians end within ``NEAR_TIE`` of the fastest are timed on, up to ``NEAR_TIE_SAMPLES``
   each: between near-equals one slow visit on a busy machine would otherwise decide. The
@@ -86,9 +89,11 @@ def autotune_enabled() -> bool:
 
 
 def candidates() -> list[str]:
-    """Backends `auto` may pick, best guess first."""
-    names = [n for n in _registry.installed_backends() if n != REFERENCE]
-    return names or [REFERENCE]
+    """Backends `auto` may pick, best guess first: the compiled ones; a backend on another
+    library's threads (``_registry.FOREIGN_THREADS``) or the reference only without them."""
+    installed = [n for n in _registry.installed_backends() if n != REFERENCE]
+    own = [n for n in installed if n not in _registry.FOREIGN_THREADS]
+    return own or installed or [REFERENCE]
 
 
 def is_ready(name: str, op: str, signature: tuple) -> bool:
@@ -333,6 +338,7 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
     Infinite for a backend that fails (a broken candidate must not break the call).
     """
     runs, failed = {}, set()
+    step_work = _rest_of_step(op, signature)
     for name in names:
         try:
             run = _runner(_registry.get_module(name), op, signature)
@@ -340,7 +346,7 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
         except Exception:
             failed.add(name)
             continue
-        runs[name] = _recording_failure(run, name, failed)
+        runs[name] = _recording_failure(_after(step_work, run), name, failed)
 
     taken: dict[str, list[float]] = {}  # each candidate's samples so far (the live lists)
 
@@ -364,6 +370,36 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
 
     samples = _timing.interleaved(runs, wants_more)
     return {name: float(np.median(samples[name])) if name not in failed else float("inf") for name in names}
+
+
+def _rest_of_step(op: str, signature: tuple):
+    """A stand-in for the rest of a training step between two calls of ``op``: a ReLU over an
+    output-sized array on the backend the step's other ops run on (the first ready candidate).
+
+    Candidates are timed after it, so one whose threads are not that backend's pays for
+    waking its own pool after the other's ran, as it would inside a network (measured: vgg
+    steps 1.6x slower when a pooling or conv backend other than the step's won alone).
+    """
+    if op == "conv2d":
+        x_shape, w_shape, _, p, char = signature
+        size = x_shape[0] * w_shape[0] * p.out_h * p.out_w
+    else:
+        x_shape, p, char = signature
+        size = x_shape[0] * x_shape[1] * p.out_h * p.out_w
+    values = np.ones(size, char)
+    try:
+        team = next((name for name in candidates() if is_ready(name, "relu", (size, char))), REFERENCE)
+        relu = _registry.kernel(team, "relu_forward")
+    except Exception:  # no usable backend for it: time the candidates alone
+        return lambda: None
+    return lambda: relu(values)
+
+
+def _after(first, then):
+    def both():
+        first()
+        then()
+    return both
 
 
 def _recording_failure(run, name: str, failed: set):

@@ -19,6 +19,10 @@ AUTO = "auto"
 # Backends that compile their kernels on first use: `auto` does not import or compile them just
 # to time a call (see fastconv._auto), and knows they are there from what they need installed.
 JIT_BACKENDS = {"numba": "numba"}  # name -> the module it needs, found without importing it
+# Backends whose work runs on another library's thread pool (im2col: numpy's OpenBLAS, whose
+# threads keep spinning ~0.1 s after every call and take the cores the next ops of a training
+# step need): `auto` picks them only where no other fast backend is installed.
+FOREIGN_THREADS = frozenset({"im2col"})
 
 KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward")

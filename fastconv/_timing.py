@@ -1,4 +1,4 @@
-"""Side-by-side timing shared by `auto` and `fastconv bench`: interleaved, settled visits.
+"""Side-by-side timing shared by `auto` and `fastconv bench`: interleaved visits, back to back.
 
 Two effects decide how implementations must be timed against each other on a shared machine:
 
@@ -7,9 +7,14 @@ Two effects decide how implementations must be timed against each other on a sha
 - Worker threads keep spinning for a while after a call returns (numpy's OpenBLAS for about
   0.1 s, measured here; PyTorch's OpenMP pool; Numba's TBB workers) and take a core from
   whatever runs next: a call right after another implementation's ran up to 2x slower.
-  So each turn (a visit) first runs the implementation untimed for ``SETTLE_SECONDS``, then
-  times a few calls: what is measured is that implementation running steadily, as in a
-  training loop, whoever ran before it.
+
+So each turn (a visit) runs the implementation once untimed, then times several calls back
+to back, as a training loop runs them (LOOP, the default): what is measured is that
+implementation running steadily in the state its own calls leave the machine in, not after
+another library's threads, and not after idle time either. SETTLED visits instead idle-run
+the implementation for ``SETTLE_SECONDS`` first (every spinning thread has gone to sleep):
+the best case of a lone call, which hides what a training loop meets (a call after other
+work); kept for comparison with earlier tables (``fastconv bench --timing settled``).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from typing import Callable
 
 SETTLE_SECONDS = 0.1
 SAMPLES_PER_VISIT = 3
+LOOP, SETTLED = "loop", "settled"
+MODES = (LOOP, SETTLED)
 
 
 def timed_call(call: Callable) -> float:
@@ -42,15 +49,19 @@ def settle(call: Callable, seconds: float) -> None:
         call()
 
 
-def interleaved(calls: dict[str, Callable],
-                wants_more: Callable[[str, list[float], float], bool]) -> dict[str, list[float]]:
+def interleaved(calls: dict[str, Callable], wants_more: Callable[[str, list[float], float], bool],
+                mode: str = LOOP, samples_per_visit: int = SAMPLES_PER_VISIT) -> dict[str, list[float]]:
     """Samples (seconds) per name, taken in rounds until ``wants_more`` is false for every name.
 
     ``wants_more(name, samples, seconds_spent)`` sees the name's samples so far and the wall
-    time its visits took (settling included). Each round visits every name that wants more,
-    starting one further along than the round before; a visit settles the call, then times
-    it up to ``SAMPLES_PER_VISIT`` times while it still wants more.
+    time its visits took (the untimed calls included). Each round visits every name that
+    wants more, starting one further along than the round before; a visit runs the call once
+    untimed (LOOP) or for ``SETTLE_SECONDS`` (SETTLED), then times it up to
+    ``samples_per_visit`` times back to back while it still wants more.
     """
+    if mode not in MODES:
+        raise ValueError(f"timing mode must be one of {MODES}, got {mode!r}")
+    settle_seconds = SETTLE_SECONDS if mode == SETTLED else 0.0
     samples: dict[str, list[float]] = {name: [] for name in calls}
     spent = dict.fromkeys(calls, 0.0)
     rounds = 0
@@ -61,8 +72,8 @@ def interleaved(calls: dict[str, Callable],
         start = rounds % len(due)
         for name in due[start:] + due[:start]:
             visit_start = time.perf_counter()
-            settle(calls[name], SETTLE_SECONDS)
-            for _ in range(SAMPLES_PER_VISIT):
+            settle(calls[name], settle_seconds)
+            for _ in range(samples_per_visit):
                 samples[name].append(timed_call(calls[name]))
                 if not wants_more(name, samples[name], spent[name] + time.perf_counter() - visit_start):
                     break

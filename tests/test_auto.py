@@ -66,9 +66,9 @@ def test_choice_is_an_available_backend_and_not_the_reference():
 def test_big_signature_is_measured_once_and_the_fastest_is_cached(monkeypatch, fake_timings):
     only_backends(monkeypatch, ["cython", "numba", "im2col", "naive"])
     table, calls = fake_timings
-    table.update(cython=3.0, numba=1.0, im2col=2.0)
+    table.update(cython=3.0, numba=1.0, im2col=0.5)
     assert _auto.choose("conv2d", BIG_CONV) == "numba"
-    assert calls[0][0] == ("cython", "numba", "im2col")  # never naive
+    assert calls[0][0] == ("cython", "numba")  # never naive; im2col only without compiled backends
     assert _auto.choose("conv2d", BIG_CONV) == "numba"
     assert len(calls) == 1
     assert decision("conv2d", BIG_CONV) == "numba"
@@ -224,21 +224,21 @@ def test_near_ties_are_timed_longer_and_decided_by_median(monkeypatch):
 def test_a_decision_is_stored_and_a_new_process_reuses_it_without_measuring(monkeypatch, fake_timings):
     only_backends(monkeypatch, ["cython", "numba", "im2col", "naive"])
     table, calls = fake_timings
-    table.update(cython=2.0, numba=3.0, im2col=1.0)
-    assert _auto.choose("conv2d", BIG_CONV) == "im2col"
+    table.update(cython=2.0, numba=1.0)
+    assert _auto.choose("conv2d", BIG_CONV) == "numba"
     entries = _tuning_store.load()
     (key, entry), = entries.items()
-    assert entry["backend"] == "im2col" and entry["threads"] == fastconv.get_num_threads()
+    assert entry["backend"] == "numba" and entry["threads"] == fastconv.get_num_threads()
     assert _auto.describe("conv2d", BIG_CONV) in key
     assert entry["backends"] == ["cython", "numba", "im2col", "naive"] and entry["fastconv"] == fastconv.__version__
     _auto.clear()  # as a new process: nothing in memory
     table.update(cython=0.1)  # would win now, were it measured
-    assert _auto.choose("conv2d", BIG_CONV) == "im2col"
+    assert _auto.choose("conv2d", BIG_CONV) == "numba"
     assert len(calls) == 1
 
 
 def test_the_thread_count_and_the_backend_set_are_part_of_the_key(monkeypatch, fake_timings, restore_num_threads):
-    only_backends(monkeypatch, ["cython", "im2col", "naive"])
+    only_backends(monkeypatch, ["cython", "numba", "naive"])
     _, calls = fake_timings
     fastconv.set_num_threads(1)
     _auto.choose("conv2d", BIG_CONV)
@@ -246,7 +246,7 @@ def test_the_thread_count_and_the_backend_set_are_part_of_the_key(monkeypatch, f
     _auto.choose("conv2d", BIG_CONV)
     assert len(calls) == 2
     _auto.clear()
-    only_backends(monkeypatch, ["numba", "im2col", "naive"])  # another installation
+    only_backends(monkeypatch, ["cython", "numba", "im2col", "naive"])  # another installation
     _auto.choose("conv2d", BIG_CONV)
     assert len(calls) == 3
     assert len(_tuning_store.load()) == 3
@@ -259,7 +259,7 @@ def test_the_thread_count_and_the_backend_set_are_part_of_the_key(monkeypatch, f
     (json.dumps({"schema": "fastconv-autotune/0", "entries": {}}).encode(), False),
 ], ids=["invalid-json", "binary", "foreign-json", "other-schema"])
 def test_a_broken_or_foreign_file_is_ignored_with_a_warning(monkeypatch, fake_timings, content, replaced):
-    only_backends(monkeypatch, ["cython", "im2col", "naive"])
+    only_backends(monkeypatch, ["cython", "numba", "naive"])
     file = _tuning_store.path()
     with open(file, "wb") as fh:
         fh.write(content)
@@ -322,31 +322,43 @@ def test_processes_writing_at_once_keep_every_entry_and_a_valid_file(tmp_path):
 # --- Never waiting for a compiler -------------------------------------------------------------
 
 def test_a_cold_jit_candidate_is_not_timed(monkeypatch, fake_timings):
-    only_backends(monkeypatch, ["cython", "numba", "im2col", "naive"], ready=["cython", "im2col"])
+    only_backends(monkeypatch, ["cython", "numba", "jax", "naive"], ready=["cython", "jax"])
     _, calls = fake_timings
     warmed = []
     monkeypatch.setattr(_auto, "_warm_in_background", lambda *job: warmed.append(job))
     _auto.choose("conv2d", BIG_CONV)
-    assert calls[0][0] == ("cython", "im2col")
+    assert calls[0][0] == ("cython", "jax")
     assert warmed == []  # not the preferred candidate: it waits until something else warms it
     assert len(_tuning_store.load()) == 1
 
 
+def test_a_backend_on_numpys_blas_threads_is_a_candidate_only_without_compiled_ones(monkeypatch, fake_timings):
+    table, calls = fake_timings
+    table.update(cython=2.0, im2col=1.0)
+    only_backends(monkeypatch, ["cython", "im2col", "naive"])
+    assert _auto.choose("conv2d", BIG_CONV) == "cython"  # faster alone, im2col is not timed
+    assert calls == []
+    _auto.clear()
+    _tuning_store.clear()
+    only_backends(monkeypatch, ["im2col", "naive"])
+    assert _auto.choose("conv2d", BIG_CONV) == "im2col"
+
+
 def test_a_cold_preferred_candidate_warms_in_the_background_and_is_decided_again(monkeypatch, fake_timings):
-    ready = {"im2col"}
-    only_backends(monkeypatch, ["numba", "im2col", "naive"])
+    ready = {"jax"}
+    only_backends(monkeypatch, ["numba", "jax", "naive"])
     monkeypatch.setattr(_auto, "is_ready", lambda name, op, signature: name in ready)
     table, calls = fake_timings
-    table.update(numba=0.5, im2col=1.0)
+    table.update(numba=0.5, jax=1.0)
     warmed = []
     monkeypatch.setattr(_auto, "_warm_in_background", lambda *job: warmed.append(job))
-    assert _auto.choose("conv2d", BIG_CONV) == "im2col"
-    assert _auto.choose("conv2d", BIG_CONV) == "im2col"  # provisional, not measured again
+    assert _auto.choose("conv2d", BIG_CONV) == "jax"
+    assert _auto.choose("conv2d", BIG_CONV) == "jax"  # provisional, not measured again
     assert warmed[0] == ("numba", "conv2d", BIG_CONV)
     assert _tuning_store.load() == {}  # provisional decisions stay in memory
     ready.add("numba")  # the background compilation finished
     assert _auto.choose("conv2d", BIG_CONV) == "numba"
-    assert calls[-1][0] == ("numba", "im2col")
+    assert calls[-1][0] == ("numba", "jax")
     assert len(_tuning_store.load()) == 1
 
 

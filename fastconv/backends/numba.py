@@ -7,6 +7,8 @@ from inside our parallel loops, is pinned to one thread meanwhile.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .._threads import GRAIN_ELEMENTS, GRAIN_FLOPS, inner_blas_single_threaded, threads_for
@@ -127,7 +129,7 @@ def is_warm(op: str, signature: tuple) -> bool:
                for kernel in _kernels(op, signature))
 
 
-KERNEL_PARTS = ("conv_forward", "conv_backward", "max_pool", "avg_pool")
+KERNEL_PARTS = ("conv_forward", "conv_backward", "max_pool", "avg_pool", "step")
 
 
 def precompile(parts, direct: bool = False) -> None:
@@ -145,6 +147,11 @@ def precompile(parts, direct: bool = False) -> None:
                     conv2d_forward(x, w, None, p)
                 else:
                     conv2d_backward(np.zeros((1, 4, 2, 2), dtype), x, w, None, p, False)
+        elif part == "step":  # the rest of a training step: every kernel, as auto warms them
+            from .. import _auto
+            module = sys.modules[__name__]
+            for op in STEP_OP_KERNELS:
+                _auto._step_runner(module, op, np.dtype(dtype).char)()
         else:
             op = "max_pool2d" if part == "max_pool" else "avg_pool2d"
             out, ctx = globals()[op + "_forward"](x, pool)

@@ -28,6 +28,9 @@ def configure(parser) -> None:
     parser.add_argument("--case", **many, help="only these cases (shell patterns like 'small-*')")
     parser.add_argument("--threads", type=int, metavar="N", help="fastconv.set_num_threads(N) first (PyTorch follows)")
     parser.add_argument("--repeats", type=int, metavar="N", help="minimum timed calls per row")
+    parser.add_argument("--timing", choices=("loop", "settled"), default="loop",
+                        help="loop (default): each visit times calls back to back, as a training loop runs them; "
+                             "settled: each timed call follows 0.1 s of idle-running (a lone call's best case)")
     parser.add_argument("--budget", type=float, metavar="SECONDS",
                         help="time each row until it used this much (after the minimum repeats)")
     parser.add_argument("--json", metavar="FILE", help="write machine facts and every row to FILE")
@@ -50,6 +53,7 @@ def _error(message: str) -> int:
 
 def _settings(args) -> runner.Settings:
     settings = runner.QUICK if args.quick else runner.FULL
+    settings = dataclasses.replace(settings, timing=args.timing)
     if args.repeats is not None:
         if args.repeats < 1:
             raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
@@ -146,7 +150,8 @@ def _precompile_numba(plan) -> None:
     from fastconv.backends import numba as numba_backend
 
     parts = {"conv_fwd": ("conv_forward",), "conv_fwd_bwd": ("conv_forward", "conv_backward"),
-             "maxpool_fwd_bwd": ("max_pool",), "avgpool_fwd_bwd": ("avg_pool",)}
+             "maxpool_fwd_bwd": ("max_pool",), "avgpool_fwd_bwd": ("avg_pool",),
+             wl.TRAIN_STEP: ("conv_forward", "conv_backward", "max_pool", "step")}
     needed = sorted({(part, workload.dtype) for workload in workloads for part in parts[workload.op]})
     direct = any(workload.op in wl.CONV_OPS and numba_backend.uses_direct_loops(workload.case.w_shape,
                                                                                workload.case.groups)

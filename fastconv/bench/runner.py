@@ -1,4 +1,4 @@
-"""Timing: backends side by side (interleaved, settled calls), a warm-up call first, medians of samples."""
+"""Timing: backends side by side (interleaved visits of back-to-back calls), a warm-up call first, medians."""
 from __future__ import annotations
 
 import statistics
@@ -18,6 +18,8 @@ class Settings:
     min_repeats: int = 5
     max_repeats: int = 100
     budget_s: float = 0.5  # keep repeating a row until it has used this much time
+    timing: str = _timing.LOOP  # or _timing.SETTLED: see fastconv._timing
+    samples_per_visit: int = 5
 
 
 FULL = Settings()
@@ -25,14 +27,15 @@ QUICK = Settings(min_repeats=3, max_repeats=30, budget_s=0.3)
 
 
 def measure(calls: dict[str, Callable], settings: Settings) -> dict[str, list[float]]:
-    """Time every call side by side (``fastconv._timing.interleaved``: rotating rounds of settled
-    visits) until each has ``min_repeats`` samples, and more, up to ``max_repeats``, while its
-    visits have taken less than ``budget_s``. No warm-up here: callers warm up.
+    """Time every call side by side (``fastconv._timing.interleaved``: rotating rounds of visits,
+    each timing several calls back to back) until each has ``min_repeats`` samples, and more, up
+    to ``max_repeats``, while its visits have taken less than ``budget_s``. No warm-up here:
+    callers warm up.
     """
     def wants_more(name: str, samples: list[float], spent: float) -> bool:
         return len(samples) < settings.min_repeats or (
             len(samples) < settings.max_repeats and spent < settings.budget_s)
-    return _timing.interleaved(calls, wants_more)
+    return _timing.interleaved(calls, wants_more, settings.timing, settings.samples_per_visit)
 
 
 def medians(workload: wl.Workload, backends, settings: Settings) -> dict[str, float]:
@@ -73,7 +76,7 @@ def run_workload(workload: wl.Workload, backends, usable, settings: Settings) ->
             expected = outputs
         if expected is not None and name != wl.GEMM:  # GEMM computes something else: nothing to check
             record["max_abs_error"] = wl.max_abs_error(outputs, expected)
-            record["ok"] = wl.agrees(outputs, expected, workload.dtype)
+            record["ok"] = wl.agrees(outputs, expected, workload.dtype, workload.op)
         del outputs
         calls[name] = call
     del expected

@@ -1,0 +1,238 @@
+"""Training-step workloads: three networks built with `nn`, each beside the same network in PyTorch.
+
+A step is what a training loop runs: forward, loss, backward and an Adam update (lr 1e-3), on
+the next of a ring of random batches (made before timing, so neither side pays for the random
+numbers). Both sides start from the same weights, so a step's loss and gradients can be checked
+against each other before anything is timed.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+BATCHES = 8  # distinct random batches each step cycles through
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network workload: its name (the bench "case"), batch size and input shape."""
+
+    name: str
+    batch: int
+    input_dim: tuple
+    summary: str
+
+    def forward_flops(self) -> float:
+        """Multiply-adds x 2 of one forward pass of the conv and affine layers."""
+        return sum(2.0 * self.batch * macs for macs in _layer_macs(self))
+
+
+NETWORKS = (
+    Network("digits", 50, (1, 8, 8), "ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=16, filter_size=3, "
+                                     "hidden_dim=64)"),
+    Network("cs231n", 50, (3, 32, 32), "ThreeLayerConvNet() (32 filters 7x7, hidden 100)"),
+    Network("vgg", 64, (3, 32, 32), "[conv3x3-batchnorm-relu] x 2 (32), maxpool, x 2 (64), maxpool, linear(4096, 10)"),
+)
+BY_NAME = {network.name: network for network in NETWORKS}
+THREE_LAYER = {"digits": dict(input_dim=(1, 8, 8), num_filters=16, filter_size=3, hidden_dim=64),
+               "cs231n": dict()}
+VGG_WIDTHS = (32, 32, "pool", 64, 64, "pool")
+
+
+def _layer_macs(network: Network) -> list[float]:
+    c, h, w = network.input_dim
+    if network.name in THREE_LAYER:
+        args = {"num_filters": 32, "filter_size": 7, "hidden_dim": 100, **THREE_LAYER[network.name]}
+        f, k, hidden = args["num_filters"], args["filter_size"], args["hidden_dim"]
+        return [f * c * k * k * h * w, f * (h // 2) * (w // 2) * hidden, hidden * 10]
+    macs = []
+    for width in VGG_WIDTHS:
+        if width == "pool":
+            h, w = h // 2, w // 2
+        else:
+            macs.append(width * c * 9 * h * w)
+            c = width
+    return macs + [c * h * w * 10]
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int):
+    """The CS231n models draw their init from np.random: seed it for them, then put it back."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def batches(network: Network, dtype) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(SEED)
+    return [(rng.standard_normal((network.batch, *network.input_dim)).astype(dtype),
+             rng.integers(0, 10, network.batch)) for _ in range(BATCHES)]
+
+
+class _Trainer:
+    """One side of a network workload: ``step(X, y)`` trains once; ``checked_step(X, y)`` trains
+    once and returns (loss, {name: gradient}) with the parameter names and layouts of the nn model."""
+
+    def step(self, X, y) -> None:
+        raise NotImplementedError
+
+    def checked_step(self, X, y) -> tuple[float, dict]:
+        raise NotImplementedError
+
+
+class NNThreeLayer(_Trainer):
+    """nn.models.ThreeLayerConvNet, updated the way nn.solver.Solver does (nn.optim.adam per parameter)."""
+
+    def __init__(self, network: Network, dtype):
+        from nn.models import ThreeLayerConvNet
+        from nn.optim import adam
+        with _seeded_global_rng(SEED):
+            self.model = ThreeLayerConvNet(dtype=dtype, weight_scale=1e-2, **THREE_LAYER[network.name])
+        self.adam = adam
+        self.configs = {name: {"learning_rate": 1e-3} for name in self.model.params}
+
+    def checked_step(self, X, y):
+        loss, grads = self.model.loss(X, y)
+        params = self.model.params
+        for name, grad in grads.items():
+            params[name], self.configs[name] = self.adam(params[name], grad, self.configs[name])
+        return loss, grads
+
+    step = checked_step
+
+    def weights(self) -> dict:
+        return self.model.params
+
+
+def _vgg_layers(module, dtype, rng=None) -> list:
+    """The vgg network's layers, from ``module`` (nn or torch.nn, whose constructors match)."""
+    layers, channels = [], 3
+    extra = {"dtype": dtype, "rng": rng} if rng is not None else {}
+    for width in VGG_WIDTHS:
+        if width == "pool":
+            layers.append(module.MaxPool2d(2))
+            continue
+        layers += [module.Conv2d(channels, width, 3, padding=1, **extra),
+                   module.BatchNorm2d(width, **({"dtype": dtype} if rng is not None else {})), module.ReLU()]
+        channels = width
+    return layers + [module.Flatten(), module.Linear(channels * 8 * 8, 10, **extra)]
+
+
+class NNSequential(_Trainer):
+    """The vgg network in nn's module API: nn.Sequential, nn.CrossEntropyLoss, nn.optim.Adam."""
+
+    def __init__(self, network: Network, dtype):
+        import nn
+        self.net = nn.Sequential(*_vgg_layers(nn, dtype, np.random.default_rng(SEED)))
+        self.criterion = nn.CrossEntropyLoss()
+        self.optimizer = nn.optim.Adam(self.net.parameters(), lr=1e-3)
+
+    def _loss(self, X, y):
+        self.net.zero_grad()
+        loss = self.criterion(self.net(X), y)
+        self.net.backward(self.criterion.backward())
+        return loss
+
+    def step(self, X, y):
+        self._loss(X, y)
+        self.optimizer.step()
+
+    def checked_step(self, X, y):
+        loss = self._loss(X, y)
+        grads = {name: param.grad.copy() for name, param in self.net.named_parameters()}
+        self.optimizer.step()
+        return loss, grads
+
+    def weights(self) -> dict:
+        return {name: param.data for name, param in self.net.named_parameters()}
+
+
+class TorchPeer(_Trainer):
+    """The same network in PyTorch (torch.nn layers, CrossEntropyLoss, torch.optim.Adam), starting
+    from the nn model's weights."""
+
+    def __init__(self, network: Network, dtype, weights: dict):
+        import torch
+        self.torch = torch
+        tnn = torch.nn
+        if network.name in THREE_LAYER:
+            args = {"num_filters": 32, "filter_size": 7, "hidden_dim": 100, **THREE_LAYER[network.name]}
+            c, h, w = network.input_dim
+            f, k, hidden = args["num_filters"], args["filter_size"], args["hidden_dim"]
+            self.net = tnn.Sequential(tnn.Conv2d(c, f, k, padding=(k - 1) // 2), tnn.ReLU(), tnn.MaxPool2d(2),
+                                      tnn.Flatten(), tnn.Linear(f * (h // 2) * (w // 2), hidden), tnn.ReLU(),
+                                      tnn.Linear(hidden, 10))
+            # nn's names -> (torch parameter, transposed?): CS231n keeps affine weights as (in, out)
+            self.names = {"W1": ("0.weight", False), "b1": ("0.bias", False), "W2": ("4.weight", True),
+                          "b2": ("4.bias", False), "W3": ("6.weight", True), "b3": ("6.bias", False)}
+        else:
+            self.net = tnn.Sequential(*_vgg_layers(tnn, dtype))
+            self.names = {name: (name, False) for name in weights}
+        self.net = self.net.to(torch.float32 if np.dtype(dtype) == np.float32 else torch.float64)
+        params = dict(self.net.named_parameters())
+        with torch.no_grad():
+            for ours, (theirs, transposed) in self.names.items():
+                value = np.asarray(weights[ours])
+                params[theirs].copy_(torch.from_numpy(np.ascontiguousarray(value.T if transposed else value)))
+        self.params = params
+        self.criterion = tnn.CrossEntropyLoss()
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+
+    def _loss(self, X, y):
+        self.optimizer.zero_grad()
+        loss = self.criterion(self.net(self.torch.from_numpy(X)), self.torch.from_numpy(y))
+        loss.backward()
+        return loss
+
+    def step(self, X, y):
+        self._loss(X, y)
+        self.optimizer.step()
+
+    def checked_step(self, X, y):
+        loss = self._loss(X, y)
+        grads = {}
+        for ours, (theirs, transposed) in self.names.items():
+            grad = self.params[theirs].grad.numpy()
+            grads[ours] = (grad.T if transposed else grad).copy()
+        self.optimizer.step()
+        return loss.item(), grads
+
+
+def nn_trainer(network: Network, dtype) -> _Trainer:
+    return (NNThreeLayer if network.name in THREE_LAYER else NNSequential)(network, dtype)
+
+
+class StepCall:
+    """A bench call: each call is one training step on the next batch. The first call returns
+    (loss, *gradients) of its step, in parameter-name order, for checking; later calls return ()."""
+
+    def __init__(self, trainer: _Trainer, data, backend_scope):
+        self.trainer, self.data, self.scope = trainer, data, backend_scope
+        self.count = 0
+
+    def __call__(self):
+        X, y = self.data[self.count % len(self.data)]
+        self.count += 1
+        with self.scope():
+            if self.count > 1:
+                self.trainer.step(X, y)
+                return ()
+            loss, grads = self.trainer.checked_step(X, y)
+        return (np.asarray(loss), *(grads[name] for name in sorted(grads)))
+
+
+def make_call(network: Network, dtype, backend: str, torch_name: str = "torch") -> StepCall:
+    """One training step per call of ``network`` on ``backend`` (a fastconv backend name, "auto",
+    or ``torch_name`` for the PyTorch peer)."""
+    import fastconv
+    data = batches(network, dtype)
+    if backend == torch_name:
+        weights = nn_trainer(network, dtype).weights()
+        return StepCall(TorchPeer(network, dtype, weights), data, contextlib.nullcontext)
+    return StepCall(nn_trainer(network, dtype), data, lambda: fastconv.use_backend(backend))
