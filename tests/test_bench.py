@@ -225,15 +225,16 @@ def test_bad_options_exit_2_with_a_message(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_measure_interleaves_rotates_and_respects_repeats_and_budget(monkeypatch):
-    monkeypatch.setattr(_timing, "SETTLE_SECONDS", 0.0)  # one settling call per visit
-    per_visit = _timing.SAMPLES_PER_VISIT
+@pytest.mark.parametrize("timing", _timing.MODES)
+def test_measure_interleaves_rotates_and_respects_repeats_and_budget(monkeypatch, timing):
+    monkeypatch.setattr(_timing, "SETTLE_SECONDS", 0.0)  # settled: one settling call per visit too
+    per_visit = runner.Settings().samples_per_visit
     order = []
     calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
     samples = runner.measure(calls, runner.Settings(min_repeats=2 * per_visit, max_repeats=2 * per_visit,
-                                                    budget_s=0.0))
+                                                    budget_s=0.0, timing=timing))
     assert {name: len(s) for name, s in samples.items()} == dict.fromkeys("abc", 2 * per_visit)
-    visit = {name: name * (1 + per_visit) for name in "abc"}  # a settling call, then the timed ones
+    visit = {name: name * (1 + per_visit) for name in "abc"}  # an untimed call, then the timed ones
     assert "".join(order) == "".join(visit[name] for name in "abc" "bca")
     samples = runner.measure(calls, runner.Settings(min_repeats=1, max_repeats=7, budget_s=60.0))
     assert {len(s) for s in samples.values()} == {7}
@@ -279,7 +280,7 @@ def test_reference_is_naive_on_small_cases_and_a_verified_backend_on_large_ones(
     assert wl.reference_backend(large, ("numba", "naive")) is None
 
 
-@pytest.mark.parametrize("op", wl.OPS)
+@pytest.mark.parametrize("op", wl.CONV_OPS + wl.POOL_OPS)
 def test_torch_row_matches_naive(op):
     pytest.importorskip("torch")
     workload = wl.select(cases=["small-dil-groups" if op in wl.CONV_OPS else "small-pool3-pad"], ops=[op],
@@ -287,6 +288,29 @@ def test_torch_row_matches_naive(op):
     arrays = workload.inputs()
     expected = wl.make_call(workload, "naive", arrays)()
     assert wl.agrees(wl.make_call(workload, "torch", arrays)(), expected, np.float64)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_steps_of_every_row_agree_and_a_wrong_one_does_not(dtype):
+    workload = wl.select(cases=["digits"], ops=[wl.TRAIN_STEP], dtypes=[dtype])[0]
+    expected = wl.make_call(workload, "im2col", {})()
+    assert len(expected) == 7  # the loss and the six parameters' gradients
+    rows = [name for name in wl.usable_backends() if wl.runs_on(workload, name) and name != wl.GEMM]
+    for backend in rows:
+        assert wl.agrees(wl.make_call(workload, backend, {})(), expected, dtype, wl.TRAIN_STEP), backend
+    wrong = list(expected)
+    wrong[3] = wrong[3] * 1.05  # one gradient 5 % off
+    assert not wl.agrees(tuple(wrong), expected, dtype, wl.TRAIN_STEP)
+
+
+def test_a_training_step_call_trains_on_a_new_batch_each_time():
+    workload = wl.select(cases=["digits"], ops=[wl.TRAIN_STEP], dtypes=["float64"])[0]
+    call = wl.make_call(workload, "cython" if "cython" in fastconv.available_backends() else "im2col", {})
+    trainer = call.trainer
+    before = {name: value.copy() for name, value in trainer.weights().items()}
+    assert len(call()) == 7 and call() == ()  # the first call also returns what it computed
+    assert all(not np.array_equal(before[name], value) for name, value in trainer.weights().items())
+    assert call.count == 2
 
 
 def test_pytest_benchmark_suite_checks_and_runs(tmp_path):
