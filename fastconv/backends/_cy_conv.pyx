@@ -100,11 +100,17 @@ cdef inline bint _run(const Geometry* g, int kh, int kw, int oh0, int oh1, Run* 
 
 cdef inline void _zero_row_edges(const Geometry* g, const Run* run, int oh0, floating* cells) noexcept nogil:
     # The cells of the in-image rows that fall into the side padding (they wrapped around).
-    cdef int oh
+    # A few cells per row: plain stores, not a memset call each (measured: the calls took a
+    # third of a 7x7 conv's forward).
+    cdef int oh, j
+    cdef floating* row
     if run.lo > 0 or run.hi < g.OW:
         for oh in range(run.r_lo, run.r_hi):
-            memset(cells + (oh - oh0) * g.OW, 0, run.lo * sizeof(floating))
-            memset(cells + (oh - oh0) * g.OW + run.hi, 0, (g.OW - run.hi) * sizeof(floating))
+            row = cells + (oh - oh0) * g.OW
+            for j in range(run.lo):
+                row[j] = 0
+            for j in range(run.hi, g.OW):
+                row[j] = 0
 
 
 cdef void _im2col_channel_runs(const Geometry* g, const floating* plane, int oh0, int oh1,
