@@ -23,9 +23,9 @@ def configure(parser) -> None:
                         help="learning-rate factor applied after each epoch (default: %(default)s)")
     parser.add_argument("--backend", default=None,
                         help="fastconv backend for conv and pool (default: the process default, 'auto')")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for the kernels and BLAS (default: %(default)s; this net's tensors are so "
-                             "small that handing work to more threads costs more than it saves)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for the kernels and BLAS (default: every usable core; calls too small "
+                             "to be worth a thread stay on one)")
     parser.add_argument("--train-samples", type=int, default=None, metavar="N",
                         help="train on the first N training images only (quick runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, the init and the minibatch order")
@@ -113,7 +113,8 @@ def run(args) -> int:
     from nn.solver import Solver
 
     if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or not args.lr_decay > 0 \
-            or args.threads < 1 or (args.train_samples is not None and args.train_samples < 1):
+            or (args.threads is not None and args.threads < 1) \
+            or (args.train_samples is not None and args.train_samples < 1):
         return _error("--epochs, --batch-size, --threads and --train-samples must be >= 1, --lr and --lr-decay > 0")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         return _error("--plot needs matplotlib, which is not installed: pip install 'fastconv[plot]'")

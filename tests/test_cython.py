@@ -198,7 +198,8 @@ def test_missing_extension_leaves_backend_out_with_build_hint(monkeypatch):
     import fastconv.backends
     monkeypatch.setitem(sys.modules, "fastconv.backends._cy_conv", None)
     monkeypatch.delattr(fastconv.backends, "_cy_conv")
-    monkeypatch.delitem(sys.modules, "fastconv.backends.cython")
+    for module in ("cython", "_cy_runtime", "_cy_step"):
+        monkeypatch.delitem(sys.modules, f"fastconv.backends.{module}")
     monkeypatch.setattr(_registry, "_loaded", {k: v for k, v in _registry._loaded.items() if k != "cython"})
     monkeypatch.setattr(_registry, "_failed", {})
     assert "cython" not in fastconv.available_backends()
