@@ -129,15 +129,21 @@ def is_warm(op: str, signature: tuple) -> bool:
                for kernel in _kernels(op, signature))
 
 
-KERNEL_PARTS = ("conv_forward", "conv_backward", "max_pool", "avg_pool", "step")
+# Kernel sets precompile() knows, with the seconds each took to compile here for one dtype (to
+# share the work between processes): the convolutions, the pools, and each op of STEP_OP_KERNELS.
+COMPILE_SECONDS = {"conv_forward": 6, "conv_backward": 12, "max_pool": 2, "avg_pool": 1, "relu": 1, "affine": 2.5,
+                   "batch_norm": 4, "softmax_cross_entropy": 1, "sgd_update": 1, "sgd_momentum_update": 1,
+                   "rmsprop_update": 1, "adam_update": 1}
 
 
 def precompile(parts, direct: bool = False) -> None:
     """Compile (or load from the disk cache) kernels on tiny inputs: ``parts`` are (part, dtype)
-    pairs, part from KERNEL_PARTS; ``direct`` adds the direct-loop conv kernels. Each kernel's
+    pairs, part from COMPILE_SECONDS; ``direct`` adds the direct-loop conv kernels. Each kernel's
     cache entry is written by the process that compiles it: give another process other parts."""
+    from .. import _auto
     from .._params import ConvParams, PoolParams
     pool = PoolParams(2, 2, 1, 1, 0, 0, 2, 2)
+    module = sys.modules[__name__]
     for part, dtype in parts:
         x = np.zeros((1, 4, 3, 3), dtype)
         if part in ("conv_forward", "conv_backward"):
@@ -147,15 +153,22 @@ def precompile(parts, direct: bool = False) -> None:
                     conv2d_forward(x, w, None, p)
                 else:
                     conv2d_backward(np.zeros((1, 4, 2, 2), dtype), x, w, None, p, False)
-        elif part == "step":  # the rest of a training step: every kernel, as auto warms them
-            from .. import _auto
-            module = sys.modules[__name__]
-            for op in STEP_OP_KERNELS:
-                _auto._step_runner(module, op, np.dtype(dtype).char)()
+        elif part in STEP_OP_KERNELS:  # as auto warms them
+            _auto._step_runner(module, part, np.dtype(dtype).char)()
         else:
             op = "max_pool2d" if part == "max_pool" else "avg_pool2d"
             out, ctx = globals()[op + "_forward"](x, pool)
             globals()[op + "_backward"](out, x, ctx, pool)
+
+
+def split_compile_work(parts, bins: int) -> list[list]:
+    """``parts`` shared among ``bins`` lists of about equal compile time (longest first)."""
+    loads = [[0.0, []] for _ in range(bins)]
+    for part in sorted(parts, key=lambda pair: -COMPILE_SECONDS[pair[0]]):
+        lightest = min(loads, key=lambda load: load[0])
+        lightest[0] += COMPILE_SECONDS[part[0]]
+        lightest[1].append(part)
+    return [job for _, job in loads if job]
 
 
 def _argmax_dtype(height, width):

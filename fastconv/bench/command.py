@@ -150,15 +150,13 @@ def _precompile_numba(plan) -> None:
     from fastconv.backends import numba as numba_backend
 
     parts = {"conv_fwd": ("conv_forward",), "conv_fwd_bwd": ("conv_forward", "conv_backward"),
-             "maxpool_fwd_bwd": ("max_pool",), "avgpool_fwd_bwd": ("avg_pool",),
-             wl.TRAIN_STEP: ("conv_forward", "conv_backward", "max_pool", "step")}
-    needed = sorted({(part, workload.dtype) for workload in workloads for part in parts[workload.op]})
+             "maxpool_fwd_bwd": ("max_pool",), "avgpool_fwd_bwd": ("avg_pool",)}
+    needed = sorted({(part, workload.dtype) for workload in workloads
+                     for part in (workload.case.kernel_sets if workload.op == wl.TRAIN_STEP else parts[workload.op])})
     direct = any(workload.op in wl.CONV_OPS and numba_backend.uses_direct_loops(workload.case.w_shape,
                                                                                workload.case.groups)
                  for workload in workloads)
-    jobs = [[pair for pair in needed if pair[0] == "conv_backward"],
-            [pair for pair in needed if pair[0] != "conv_backward"]]
-    jobs = [job for job in jobs if job]
+    jobs = numba_backend.split_compile_work(needed, 2)
     tic = time.perf_counter()
     print(f"numba: compiling (or loading from its cache) {len(needed)} kernel sets ...", end="",
           file=sys.stderr, flush=True)

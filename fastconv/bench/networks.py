@@ -24,17 +24,20 @@ class Network:
     batch: int
     input_dim: tuple
     summary: str
+    kernel_sets: tuple  # what a step runs (the names of numba's precompile() parts)
 
     def forward_flops(self) -> float:
         """Multiply-adds x 2 of one forward pass of the conv and affine layers."""
         return sum(2.0 * self.batch * macs for macs in _layer_macs(self))
 
 
+_STEP = ("conv_forward", "conv_backward", "max_pool", "relu", "affine", "softmax_cross_entropy", "adam_update")
 NETWORKS = (
     Network("digits", 50, (1, 8, 8), "ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=16, filter_size=3, "
-                                     "hidden_dim=64)"),
-    Network("cs231n", 50, (3, 32, 32), "ThreeLayerConvNet() (32 filters 7x7, hidden 100)"),
-    Network("vgg", 64, (3, 32, 32), "[conv3x3-batchnorm-relu] x 2 (32), maxpool, x 2 (64), maxpool, linear(4096, 10)"),
+                                     "hidden_dim=64)", _STEP),
+    Network("cs231n", 50, (3, 32, 32), "ThreeLayerConvNet() (32 filters 7x7, hidden 100)", _STEP),
+    Network("vgg", 64, (3, 32, 32), "[conv3x3-batchnorm-relu] x 2 (32), maxpool, x 2 (64), maxpool, linear(4096, 10)",
+            _STEP + ("batch_norm",)),
 )
 BY_NAME = {network.name: network for network in NETWORKS}
 THREE_LAYER = {"digits": dict(input_dim=(1, 8, 8), num_filters=16, filter_size=3, hidden_dim=64),

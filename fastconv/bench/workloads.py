@@ -31,15 +31,15 @@ CASES = {case.name: case for case in networks.NETWORKS + CONV_CASES + POOL_CASES
 # `naive` is the reference here and is too slow for anything bigger.
 SMALL_CASES = frozenset(case.name for case in testing.CONV_SMALL + testing.POOL_SMALL)
 
-# --quick: the naive reference on a small case, then headline shapes of the issues kept cheap
-# enough for a minute (forward+backward where PyTorch is weak, forward GFLOP/s on vgg-c64
-# beside its GEMM, a pooling target).
+# --quick: the naive reference on small cases, two training steps beside PyTorch, then headline
+# kernel shapes, kept cheap enough for a minute on a fresh install, Numba compiling included
+# (float32 only: every dtype is a second set of Numba kernels to compile).
 QUICK = (
-    ("small-s2", "conv_fwd_bwd", "float64"),
+    ("small-s2", "conv_fwd_bwd", "float32"),
     ("small-pool2", "maxpool_fwd_bwd", "float32"),
-    ("cs231n-s2", "conv_fwd_bwd", "float64"),
+    ("digits", "train_step", "float32"),
+    ("cs231n", "train_step", "float32"),
     ("cs231n-s2", "conv_fwd_bwd", "float32"),
-    ("lenet-c1", "conv_fwd_bwd", "float32"),
     ("vgg-c64", "conv_fwd", "float32"),
     ("pool2-s2", "maxpool_fwd_bwd", "float32"),
     ("pool2-s2", "avgpool_fwd_bwd", "float32"),
