@@ -152,7 +152,8 @@ def _precompile_numba(plan) -> None:
     parts = {"conv_fwd": ("conv_forward",), "conv_fwd_bwd": ("conv_forward", "conv_backward"),
              "maxpool_fwd_bwd": ("max_pool",), "avgpool_fwd_bwd": ("avg_pool",)}
     needed = sorted({(part, workload.dtype) for workload in workloads
-                     for part in (workload.case.kernel_sets if workload.op == wl.TRAIN_STEP else parts[workload.op])})
+                     for part in (parts[workload.op] if workload.family is None
+                                  else getattr(workload.case, "kernel_sets", ()))})
     direct = any(workload.op in wl.CONV_OPS and numba_backend.uses_direct_loops(workload.case.w_shape,
                                                                                workload.case.groups)
                  for workload in workloads)

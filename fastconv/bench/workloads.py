@@ -10,8 +10,6 @@ import numpy as np
 import fastconv
 from fastconv import testing
 
-from . import networks
-
 TORCH = "torch"
 # Peer row on conv forward: numpy's matrix product of the conv's GEMM size (same flop count),
 # the yardstick for how much of the BLAS speed a conv backend reaches.
@@ -20,14 +18,35 @@ GEMM = "gemm"
 AUTO = "auto"
 CONV_OPS = ("conv_fwd", "conv_fwd_bwd")
 POOL_OPS = ("maxpool_fwd_bwd", "avgpool_fwd_bwd")
-# One training step (forward, loss, backward, Adam update) of a whole network (bench/networks.py).
-TRAIN_STEP = "train_step"
-OPS = (TRAIN_STEP,) + CONV_OPS + POOL_OPS
 DTYPES = ("float32", "float64")
+
+
+def _families() -> dict:
+    """Workload families other packages add (entry point group ``fastconv.workloads``; nn adds its
+    training steps, op "train_step"), by op. A family is a module (or object) defining ``OP``,
+    ``CASES`` (objects with a ``name``), ``REFERENCES`` (backends to check against, the first one
+    present), ``flops(case)``, ``describe(case)``, ``make_call(case, dtype, backend, torch_name)``
+    (a callable whose first call returns the outputs to check) and ``agrees(outputs, expected,
+    dtype)``. One that fails to load is left out."""
+    from importlib.metadata import entry_points
+    found = {}
+    for point in entry_points(group="fastconv.workloads"):
+        try:
+            family = point.load()
+            found[family.OP] = family
+        except Exception:  # a broken plug-in must not break the kernel benchmarks
+            continue
+    return found
+
+
+FAMILIES = _families()
+TRAIN_STEP = "train_step"  # nn's training steps, the headline workloads when nn is installed
+OPS = tuple(FAMILIES) + CONV_OPS + POOL_OPS
 
 CONV_CASES = testing.CONV_SMALL + testing.CONV_SUITE
 POOL_CASES = testing.POOL_SMALL + testing.POOL_SUITE
-CASES = {case.name: case for case in networks.NETWORKS + CONV_CASES + POOL_CASES}
+CASES = {case.name: case for family in FAMILIES.values() for case in family.CASES}
+CASES.update({case.name: case for case in CONV_CASES + POOL_CASES})
 # `naive` is the reference here and is too slow for anything bigger.
 SMALL_CASES = frozenset(case.name for case in testing.CONV_SMALL + testing.POOL_SMALL)
 
@@ -50,9 +69,14 @@ QUICK = (
 class Workload:
     """One table of the report: a shape case, an operation and a dtype."""
 
-    case: testing.ConvCase | testing.PoolCase | networks.Network
+    case: object  # testing.ConvCase, testing.PoolCase, or a case of a workload family
     op: str
     dtype: str
+
+    @property
+    def family(self):
+        """The workload family this belongs to (see _families), or None for a kernel workload."""
+        return FAMILIES.get(self.op)
 
     @property
     def key(self) -> tuple:
@@ -71,10 +95,10 @@ class Workload:
 
         Conv: 2 x multiply-adds of the forward pass; the backward (dx and dw) costs twice that.
         Pooling: one operation per window element and pass (a compare or an add).
-        A training step: its conv and affine layers' forward flops, three times (as a conv).
+        A family's workload: what the family says.
         """
-        if self.op == TRAIN_STEP:
-            return 3 * self.case.forward_flops()
+        if self.family is not None:
+            return self.family.flops(self.case)
         if self.op in CONV_OPS:
             return self.case.flops() * (3 if self.op == "conv_fwd_bwd" else 1)
         n, c, _, _ = self.case.x_shape
@@ -83,8 +107,8 @@ class Workload:
 
     def describe(self) -> str:
         c = self.case
-        if self.op == TRAIN_STEP:
-            return f"{c.summary}, batch {c.batch}, Adam"
+        if self.family is not None:
+            return self.family.describe(c)
         if self.op in CONV_OPS:
             extra = "".join(f" {k} {getattr(c, k)}" for k in ("dilation", "groups") if getattr(c, k) != 1)
             return f"x {_dims(c.x_shape)}  w {_dims(c.w_shape)}  stride {c.stride}  pad {c.padding}{extra}"
@@ -92,8 +116,8 @@ class Workload:
 
     def inputs(self, seed: int = 0) -> dict:
         dtype = np.dtype(self.dtype)
-        if self.op == TRAIN_STEP:
-            return {}  # each call makes its model and batches (networks.make_call)
+        if self.family is not None:
+            return {}  # a family's call makes its own inputs
         if self.op in CONV_OPS:
             x, w, b, dout = testing.conv_inputs(self.case, dtype, seed=seed)
             return dict(x=x, w=w, b=b, dout=dout)
@@ -114,7 +138,7 @@ def all_workloads() -> list[Workload]:
     """The whole suite, grouped by op, then case, then dtype."""
     out = []
     for op in OPS:
-        cases = networks.NETWORKS if op == TRAIN_STEP else CONV_CASES if op in CONV_OPS else POOL_CASES
+        cases = FAMILIES[op].CASES if op in FAMILIES else CONV_CASES if op in CONV_OPS else POOL_CASES
         for case in cases:
             out.extend(Workload(case, op, dtype) for dtype in DTYPES)
     return out
@@ -178,19 +202,22 @@ def gemm_shape(case: testing.ConvCase) -> tuple:
 def reference_backend(workload: Workload, usable) -> str | None:
     """The implementation a workload's results are checked against.
 
-    naive on small cases; on large ones and training steps im2col (which the test suite
-    verifies against naive), or PyTorch when im2col is missing.
+    naive on small cases; on large ones im2col (which the test suite verifies against naive),
+    or PyTorch when im2col is missing; a family's workloads: the first of its REFERENCES.
     """
-    candidates = ("naive",) if workload.small else ("im2col", TORCH)
+    if workload.family is not None:
+        candidates = workload.family.REFERENCES
+    else:
+        candidates = ("naive",) if workload.small else ("im2col", TORCH)
     return next((name for name in candidates if name in usable), None)
 
 
 def make_call(workload: Workload, backend: str, arrays: dict) -> Callable[[], tuple]:
     """A no-argument callable running ``workload`` on ``backend``, returning its outputs as arrays."""
-    if workload.op == TRAIN_STEP:
+    if workload.family is not None:
         if backend == TORCH:
-            torch_module()
-        return networks.make_call(workload.case, np.dtype(workload.dtype), backend, TORCH)
+            torch_module()  # PyTorch on fastconv's thread count
+        return workload.family.make_call(workload.case, np.dtype(workload.dtype), backend, TORCH)
     if backend == TORCH:
         return _torch_call(workload, arrays, torch_module())
     if backend == GEMM:
@@ -269,26 +296,13 @@ def max_abs_error(outputs: tuple, expected: tuple) -> float:
     return worst
 
 
-# A training step's results pass ReLUs: an activation within rounding of 0 may take the other
-# side in another backend and move that element's gradient by its whole size. So its outputs
-# (loss and gradients) are compared by the norm of the difference, relative to the reference
-# output's norm, or to a thousandth of the largest one for outputs that are only rounding
-# noise (a conv bias right before a batch norm has a zero gradient).
-STEP_TOLERANCE = {np.dtype(np.float32): 1e-2, np.dtype(np.float64): 1e-6}
-
-
 def agrees(outputs: tuple, expected: tuple, dtype, op: str | None = None) -> bool:
     """Whether every output matches the reference within fastconv.testing's per-dtype tolerance
-    (a training step's within STEP_TOLERANCE by norms, see above)."""
+    (for a family's workload: as the family decides)."""
+    if op in FAMILIES:
+        return FAMILIES[op].agrees(outputs, expected, dtype)
     if len(outputs) != len(expected):
         return False
-    if op == TRAIN_STEP:
-        if any(np.shape(a) != np.shape(b) for a, b in zip(outputs, expected)):
-            return False
-        norms = [float(np.linalg.norm(np.asarray(b, np.float64))) for b in expected]
-        floor = 1e-3 * max(norms, default=0.0)
-        return all(float(np.linalg.norm(np.asarray(a, np.float64) - b)) <= STEP_TOLERANCE[np.dtype(dtype)] * max(n, floor)
-                   for a, b, n in zip(outputs, expected, norms))
     try:
         for actual, wanted in zip(outputs, expected):
             if (actual is None) != (wanted is None):

@@ -1,9 +1,13 @@
-"""Training-step workloads: three networks built with `nn`, each beside the same network in PyTorch.
+"""Training-step workloads for `fastconv bench`: three networks built with `nn`, each beside the same network in PyTorch.
 
 A step is what a training loop runs: forward, loss, backward and an Adam update (lr 1e-3), on
 the next of a ring of random batches (made before timing, so neither side pays for the random
 numbers). Both sides start from the same weights, so a step's loss and gradients can be checked
 against each other before anything is timed.
+
+`fastconv bench` finds this module through the entry point group ``fastconv.workloads`` (see
+pyproject.toml): it defines the workload-family protocol of ``fastconv.bench.workloads``
+(OP, CASES, REFERENCES, flops, describe, make_call, agrees).
 """
 from __future__ import annotations
 
@@ -31,6 +35,21 @@ class Network:
         return sum(2.0 * self.batch * macs for macs in _layer_macs(self))
 
 
+# --- the workload-family protocol of fastconv.bench.workloads ---------------------------------
+OP = "train_step"
+# Backends whose first step the others are checked against, the first one present.
+REFERENCES = ("im2col", "torch")
+
+
+def flops(network: "Network") -> float:
+    """A step's conv and affine forward flops, three times (as a conv's forward + backward)."""
+    return 3 * network.forward_flops()
+
+
+def describe(network: "Network") -> str:
+    return f"{network.summary}, batch {network.batch}, Adam"
+
+
 _STEP = ("conv_forward", "conv_backward", "max_pool", "relu", "affine", "softmax_cross_entropy", "adam_update")
 NETWORKS = (
     Network("digits", 50, (1, 8, 8), "ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=16, filter_size=3, "
@@ -39,6 +58,7 @@ NETWORKS = (
     Network("vgg", 64, (3, 32, 32), "[conv3x3-batchnorm-relu] x 2 (32), maxpool, x 2 (64), maxpool, linear(4096, 10)",
             _STEP + ("batch_norm",)),
 )
+CASES = NETWORKS
 BY_NAME = {network.name: network for network in NETWORKS}
 THREE_LAYER = {"digits": dict(input_dim=(1, 8, 8), num_filters=16, filter_size=3, hidden_dim=64),
                "cs231n": dict()}
@@ -239,3 +259,21 @@ def make_call(network: Network, dtype, backend: str, torch_name: str = "torch") 
         weights = nn_trainer(network, dtype).weights()
         return StepCall(TorchPeer(network, dtype, weights), data, contextlib.nullcontext)
     return StepCall(nn_trainer(network, dtype), data, lambda: fastconv.use_backend(backend))
+
+
+# A step's results pass ReLUs: an activation within rounding of 0 may take the other side in
+# another backend and move that element's gradient by its whole size. So its outputs (loss and
+# gradients) are compared by the norm of the difference, relative to the reference output's
+# norm, or to a thousandth of the largest one for outputs that are only rounding noise (a conv
+# bias right before a batch norm has a zero gradient).
+TOLERANCE = {np.dtype(np.float32): 1e-2, np.dtype(np.float64): 1e-6}
+
+
+def agrees(outputs: tuple, expected: tuple, dtype) -> bool:
+    """Whether a step's loss and gradients match the reference's within TOLERANCE (see above)."""
+    if len(outputs) != len(expected) or any(np.shape(a) != np.shape(b) for a, b in zip(outputs, expected)):
+        return False
+    norms = [float(np.linalg.norm(np.asarray(b, np.float64))) for b in expected]
+    floor = 1e-3 * max(norms, default=0.0)
+    return all(float(np.linalg.norm(np.asarray(a, np.float64) - b)) <= TOLERANCE[np.dtype(dtype)] * max(n, floor)
+               for a, b, n in zip(outputs, expected, norms))

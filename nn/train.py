@@ -1,4 +1,4 @@
-"""`fastconv train`: train a small CNN (or a fully connected net) on scikit-learn's digits with nn.Solver."""
+"""`fastconv train` (plugged into fastconv's command line by nn): train a small CNN on scikit-learn's digits with nn.Solver."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 MODELS = ("cnn", "convnet", "fc")
+HELP = "Train a CNN on the digits data set (nn)."
 
 
 def configure(parser) -> None:

@@ -1,0 +1,38 @@
+"""The layering: fastconv never imports nn; nn plugs its command and its benchmark workloads in."""
+import subprocess
+import sys
+
+import fastconv
+from fastconv import cli
+from fastconv.bench import workloads as wl
+
+_IMPORT_ALL = """
+import importlib, pkgutil, sys
+import fastconv
+for info in pkgutil.walk_packages(fastconv.__path__, "fastconv."):
+    try:
+        importlib.import_module(info.name)
+    except ImportError as exc:  # an optional piece that is not built or installed here
+        print("skipped", info.name, exc, file=sys.stderr)
+print(sorted(name for name in sys.modules if name == "nn" or name.startswith("nn.")))
+"""
+
+
+def test_importing_every_fastconv_module_imports_no_nn():
+    result = subprocess.run([sys.executable, "-c", _IMPORT_ALL], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_nn_adds_the_train_command_and_the_training_step_workloads():
+    assert "train" in cli.build_parser().format_help()
+    assert wl.TRAIN_STEP in wl.FAMILIES
+    assert {w.case.name for w in wl.select(ops=[wl.TRAIN_STEP])} == {"digits", "cs231n", "vgg"}
+
+
+def test_a_broken_plugged_in_command_is_reported_and_the_others_work(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_plugged_in", lambda: {"broken": "nn._no_such_module"})
+    parser = cli.build_parser()
+    assert "broken" in capsys.readouterr().err
+    assert parser.parse_args(["info"]).command == "info"
+    assert fastconv.available_backends()
