@@ -261,7 +261,7 @@ def test_a_wrong_or_crashing_backend_is_flagged_not_hidden(monkeypatch):
 
 
 def test_gemm_row_is_timed_unchecked_and_reported_as_a_share(capsys):
-    case = wl.CASES["small-s2"]
+    case = wl.cases_by_name()["small-s2"]
     rows, inner, columns = wl.gemm_shape(case)
     assert 2.0 * rows * inner * columns == case.flops()
     assert bench("--case", "small-s2", "--op", "conv_fwd", "--dtype", "float64", "--backend", "naive,gemm",

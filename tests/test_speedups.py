@@ -24,8 +24,8 @@ OVER_IM2COL = 0.8  # compiled backends are meant to beat im2col; 0.8 leaves room
 
 SMALL = wl.Workload(testing.CONV_SMALL[0], "conv_fwd_bwd", "float64")  # x (10,3,31,31), stride 2, pad 1
 LARGE = [wl.Workload(case, "conv_fwd_bwd", dtype) for case in testing.CONV_SUITE for dtype in wl.DTYPES] if FULL \
-    else [wl.Workload(wl.CASES["cs231n-s2"], "conv_fwd_bwd", "float64"),
-          wl.Workload(wl.CASES["lenet-c1"], "conv_fwd_bwd", "float32")]
+    else [wl.Workload(wl.cases_by_name()["cs231n-s2"], "conv_fwd_bwd", "float64"),
+          wl.Workload(wl.cases_by_name()["lenet-c1"], "conv_fwd_bwd", "float32")]
 # naive takes about a second per call on SMALL: a few rounds show a 20x gap plainly.
 NAIVE_SETTINGS = runner.Settings(min_repeats=3, max_repeats=3, budget_s=0.0)
 LARGE_SETTINGS = runner.Settings(min_repeats=15, max_repeats=40, budget_s=3.0) if FULL \

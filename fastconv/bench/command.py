@@ -23,7 +23,7 @@ def configure(parser) -> None:
                              "(with --case, the named cases from the whole suite)")
     many = dict(action="append", metavar="A[,B]")
     parser.add_argument("--backend", **many, help="only these backends (torch = PyTorch's row)")
-    parser.add_argument("--op", **many, help=f"only these operations: {', '.join(wl.OPS)}")
+    parser.add_argument("--op", **many, help=f"only these operations: {', '.join(wl.all_ops())}")
     parser.add_argument("--dtype", **many, help=f"only these dtypes: {', '.join(wl.DTYPES)}")
     parser.add_argument("--case", **many, help="only these cases (shell patterns like 'small-*')")
     parser.add_argument("--threads", type=int, metavar="N", help="fastconv.set_num_threads(N) first (PyTorch follows)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,13 +22,14 @@ POOL_OPS = ("maxpool_fwd_bwd", "avgpool_fwd_bwd")
 DTYPES = ("float32", "float64")
 
 
-def _families() -> dict:
+@functools.lru_cache(maxsize=1)
+def families() -> dict:
     """Workload families other packages add (entry point group ``fastconv.workloads``; nn adds its
     training steps, op "train_step"), by op. A family is a module (or object) defining ``OP``,
     ``CASES`` (objects with a ``name``), ``REFERENCES`` (backends to check against, the first one
     present), ``flops(case)``, ``describe(case)``, ``make_call(case, dtype, backend, torch_name)``
     (a callable whose first call returns the outputs to check) and ``agrees(outputs, expected,
-    dtype)``. One that fails to load is left out."""
+    dtype)``. One that fails to load is left out. Loaded on first use, not when this module is."""
     from importlib.metadata import entry_points
     found = {}
     for point in entry_points(group="fastconv.workloads"):
@@ -39,14 +41,23 @@ def _families() -> dict:
     return found
 
 
-FAMILIES = _families()
 TRAIN_STEP = "train_step"  # nn's training steps, the headline workloads when nn is installed
-OPS = tuple(FAMILIES) + CONV_OPS + POOL_OPS
+KERNEL_OPS = CONV_OPS + POOL_OPS
 
 CONV_CASES = testing.CONV_SMALL + testing.CONV_SUITE
 POOL_CASES = testing.POOL_SMALL + testing.POOL_SUITE
-CASES = {case.name: case for family in FAMILIES.values() for case in family.CASES}
-CASES.update({case.name: case for case in CONV_CASES + POOL_CASES})
+
+
+def all_ops() -> tuple[str, ...]:
+    """Every op there are workloads for: the families' first (the whole-network yardsticks)."""
+    return tuple(families()) + KERNEL_OPS
+
+
+def cases_by_name() -> dict:
+    """Every case by name, the families' included."""
+    found = {case.name: case for family in families().values() for case in family.CASES}
+    found.update({case.name: case for case in CONV_CASES + POOL_CASES})
+    return found
 # `naive` is the reference here and is too slow for anything bigger.
 SMALL_CASES = frozenset(case.name for case in testing.CONV_SMALL + testing.POOL_SMALL)
 
@@ -76,7 +87,7 @@ class Workload:
     @property
     def family(self):
         """The workload family this belongs to (see _families), or None for a kernel workload."""
-        return FAMILIES.get(self.op)
+        return families().get(self.op)
 
     @property
     def key(self) -> tuple:
@@ -137,9 +148,9 @@ def pool_out_size(case: testing.PoolCase) -> tuple:
 def all_workloads() -> list[Workload]:
     """The whole suite, grouped by op, then case, then dtype."""
     out = []
-    for op in OPS:
-        cases = FAMILIES[op].CASES if op in FAMILIES else CONV_CASES if op in CONV_OPS else POOL_CASES
-        for case in cases:
+    for op in all_ops():
+        chosen = families()[op].CASES if op in families() else CONV_CASES if op in CONV_OPS else POOL_CASES
+        for case in chosen:
             out.extend(Workload(case, op, dtype) for dtype in DTYPES)
     return out
 
@@ -155,12 +166,13 @@ def select(quick: bool = False, cases=None, ops=None, dtypes=None) -> list[Workl
     Raises ValueError naming the bad value when a filter matches nothing.
     """
     ops, dtypes, patterns = split_values(ops), split_values(dtypes), split_values(cases)
-    for value, allowed, what in [(v, OPS, "op") for v in ops] + [(v, DTYPES, "dtype") for v in dtypes]:
+    known_ops, known_cases = all_ops(), cases_by_name()
+    for value, allowed, what in [(v, known_ops, "op") for v in ops] + [(v, DTYPES, "dtype") for v in dtypes]:
         if value not in allowed:
             raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(allowed)}")
     for pattern in patterns:
-        if not fnmatch.filter(CASES, pattern):
-            raise ValueError(f"no case matches {pattern!r}; cases: {', '.join(CASES)}")
+        if not fnmatch.filter(known_cases, pattern):
+            raise ValueError(f"no case matches {pattern!r}; cases: {', '.join(known_cases)}")
     chosen = all_workloads()
     if quick and not patterns:
         quick_keys = set(QUICK)
@@ -299,8 +311,8 @@ def max_abs_error(outputs: tuple, expected: tuple) -> float:
 def agrees(outputs: tuple, expected: tuple, dtype, op: str | None = None) -> bool:
     """Whether every output matches the reference within fastconv.testing's per-dtype tolerance
     (for a family's workload: as the family decides)."""
-    if op in FAMILIES:
-        return FAMILIES[op].agrees(outputs, expected, dtype)
+    if op in families():
+        return families()[op].agrees(outputs, expected, dtype)
     if len(outputs) != len(expected):
         return False
     try:
