@@ -42,8 +42,11 @@ def pool2d_signature(x, p: PoolParams) -> tuple:
 
 
 def resolve(backend, op: str, signature: tuple) -> str:
+    """The backend that runs a call: the one asked for (None: the default; "auto": auto's pick),
+    or the next that takes the call if that one declines it (see ``_registry.taking``)."""
     name = _registry.get_backend() if backend is None else _registry.check_backend_name(backend)
-    return _auto.choose(op, signature) if name == _registry.AUTO else name
+    name = _auto.choose(op, signature) if name == _registry.AUTO else name
+    return _registry.taking(name, op, signature)
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, backend=None, *, activation=None):

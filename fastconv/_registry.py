@@ -116,6 +116,18 @@ def kernel(name: str, function: str):
     return found if found is not None else getattr(get_module(REFERENCE), function)
 
 
+def taking(name: str, op: str, signature: tuple) -> str:
+    """``name``, or, when that backend declines the call (its optional ``supports(op, signature)``
+    says no: a size beyond its indexing, say), the first other available backend that takes it."""
+    def takes(candidate: str) -> bool:
+        supports = getattr(get_module(candidate), "supports", None)
+        return supports is None or supports(op, signature)
+
+    if takes(name):
+        return name
+    return next((other for other in available_backends() if other != name and takes(other)), REFERENCE)
+
+
 def set_backend(name: str) -> None:
     """Set the process-wide default backend (``"auto"`` picks the fastest per call).
 

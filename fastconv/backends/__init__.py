@@ -13,6 +13,11 @@ The shared front (``fastconv._validate``) has already checked everything: arrays
 C-contiguous, native byte order, one float dtype (float32 or float64), N >= 1, and the
 output size in ``p`` is >= 1. Arrays may be read-only and must never be written to.
 ``ctx`` is the backend's own; backward must not modify it (it may be called twice).
+Optional: ``supports(op, signature) -> bool`` ("conv2d", "max_pool2d", "avg_pool2d"; the
+signature as fastconv._api.conv2d_signature / pool2d_signature make it): a backend that
+declines a call (a size beyond its indexing, say) has it run by the next backend that takes it;
+and the kernels of the rest of a training step (``fastconv._registry.STEP_KERNELS``), which
+fall back to the reference's when missing.
 A module that fails to import is reported as unavailable with the exception's message.
 Register a new backend with one line in ``fastconv._registry.BACKEND_MODULES``.
 """

@@ -42,7 +42,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _registry
 from .._threads import get_num_threads, inner_blas_single_threaded
 from .._params import is_pointwise
 from . import _cy_runtime, _workspace
@@ -59,13 +58,6 @@ COL_TILE_BYTES = 1 << 20
 MIN_TILE_POSITIONS = 256
 CHUNKS_PER_THREAD = 4
 _INT32_MAX = 2**31 - 1
-
-class Delegated(NamedTuple):
-    """ctx of a call this backend handed to another backend (sizes beyond its int32 indexing)."""
-
-    backend: str
-    ctx: object
-
 
 def build_info() -> dict:
     """How the extension was compiled (OpenMP, -march=native, bounds checks) and the thread setting."""
@@ -86,11 +78,6 @@ def _blas_guard(threads: int):
     return inner_blas_single_threaded() if threads > 1 else nullcontext()
 
 
-def _fallback_backend():
-    names = [n for n in _registry.available_backends() if n not in ("cython", "naive")]
-    return names[0] if names else "naive"
-
-
 def _empty(dtype) -> np.ndarray:
     return np.empty(0, dtype)
 
@@ -100,11 +87,16 @@ def _conv_params(p) -> tuple:
     return (p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups)
 
 
-def _conv_fits_int32(x, w, p) -> bool:
-    _, c, h, width = x.shape
-    f, c_group, kh, kw = w.shape
-    largest = max(c * h * width, f * p.out_h * p.out_w, c_group * kh * kw * p.out_w * p.out_h)
-    return largest <= _INT32_MAX
+def supports(op: str, signature: tuple) -> bool:
+    """Whether this backend takes a call (the front hands it to another backend otherwise): its
+    kernels index an image's planes and columns with int32."""
+    if op == "conv2d":
+        (_, c, h, width), (f, c_group, kh, kw), _, p, _ = signature
+        return max(c * h * width, f * p.out_h * p.out_w, c_group * kh * kw * p.out_w * p.out_h) <= _INT32_MAX
+    if op in ("max_pool2d", "avg_pool2d"):
+        x_shape = signature[0]
+        return x_shape[2] * x_shape[3] <= _INT32_MAX
+    return True
 
 
 def _tile_rows(w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
@@ -233,10 +225,6 @@ def _winograd_backward(dout, x, w, p, has_bias, plan: _Winograd):
 
 # ----------------------------------------------------------------------- conv2d, entry points
 def conv2d_forward(x, w, b, p, relu: bool = False):
-    if not _conv_fits_int32(x, w, p):
-        name = _fallback_backend()
-        out, ctx = _registry.get_module(name).conv2d_forward(x, w, b, p)
-        return (np.maximum(out, 0) if relu else out), Delegated(name, ctx)
     plan = _winograd_plan(x, w, p, _threads(get_num_threads()))
     if plan is not None:
         return _winograd_forward(x, w, b, p, plan, relu)
@@ -267,8 +255,6 @@ def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
 
 
 def conv2d_backward(dout, x, w, ctx, p, has_bias):
-    if isinstance(ctx, Delegated):
-        return _registry.get_module(ctx.backend).conv2d_backward(dout, x, w, ctx.ctx, p, has_bias)
     plan = _winograd_plan(x, w, p, _threads(x.shape[0]))
     if plan is not None:
         dx, dw_parts, db_parts = _winograd_backward(dout, x, w, p, has_bias, plan)
@@ -315,15 +301,7 @@ def _planes(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
 
 
-def _delegate_pool(op: str, x, p):
-    name = _fallback_backend()
-    out, ctx = getattr(_registry.get_module(name), op)(x, p)
-    return out, Delegated(name, ctx)
-
-
 def max_pool2d_forward(x, p):
-    if x.shape[2] * x.shape[3] > _INT32_MAX:
-        return _delegate_pool("max_pool2d_forward", x, p)
     out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
     argmax = np.empty(out.shape, np.int32)
     _run(_cy_pool.max_pool2d_forward, _planes(x), _planes(out), _planes(argmax), _pool_params(p),
@@ -332,8 +310,6 @@ def max_pool2d_forward(x, p):
 
 
 def max_pool2d_backward(dout, x, argmax, p):
-    if isinstance(argmax, Delegated):
-        return _registry.get_module(argmax.backend).max_pool2d_backward(dout, x, argmax.ctx, p)
     dx = np.empty_like(x)
     _run(_cy_pool.max_pool2d_backward, _planes(dout), _planes(argmax), _planes(dx),
                                  _threads(x.shape[0] * x.shape[1]))
@@ -341,16 +317,12 @@ def max_pool2d_backward(dout, x, argmax, p):
 
 
 def avg_pool2d_forward(x, p):
-    if x.shape[2] * x.shape[3] > _INT32_MAX:
-        return _delegate_pool("avg_pool2d_forward", x, p)
     out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
     _run(_cy_pool.avg_pool2d_forward, _planes(x), _planes(out), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
     return out, None
 
 
 def avg_pool2d_backward(dout, x, ctx, p):
-    if isinstance(ctx, Delegated):
-        return _registry.get_module(ctx.backend).avg_pool2d_backward(dout, x, ctx.ctx, p)
     dx = np.empty_like(x)
     _run(_cy_pool.avg_pool2d_backward, _planes(dout), _planes(dx), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
     return dx

@@ -140,8 +140,8 @@ def precompile(parts, direct: bool = False) -> None:
     """Compile (or load from the disk cache) kernels on tiny inputs: ``parts`` are (part, dtype)
     pairs, part from COMPILE_SECONDS; ``direct`` adds the direct-loop conv kernels. Each kernel's
     cache entry is written by the process that compiles it: give another process other parts."""
-    from .. import _auto
     from .._params import ConvParams, PoolParams
+    from ._step_probe import step_kernels_call
     pool = PoolParams(2, 2, 1, 1, 0, 0, 2, 2)
     module = sys.modules[__name__]
     for part, dtype in parts:
@@ -154,7 +154,7 @@ def precompile(parts, direct: bool = False) -> None:
                 else:
                     conv2d_backward(np.zeros((1, 4, 2, 2), dtype), x, w, None, p, False)
         elif part in STEP_OP_KERNELS:  # as auto warms them
-            _auto._step_runner(module, part, np.dtype(dtype).char)()
+            step_kernels_call(module, part, np.dtype(dtype).char)()
         else:
             op = "max_pool2d" if part == "max_pool" else "avg_pool2d"
             out, ctx = globals()[op + "_forward"](x, pool)
