@@ -333,10 +333,13 @@ def test_winograd_stays_within_the_workspace_limit(monkeypatch):
 def test_winograd_can_be_turned_off_from_the_environment():
     import os
     import subprocess
-    code = "from fastconv.backends import cython as cy; print(cy.WINOGRAD_MIN_CHANNELS > 2**40)"
-    env = dict(os.environ, FASTCONV_WINOGRAD="0")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "True"
+    code = ("import numpy as np; from fastconv.backends import cython as cy; from fastconv._params import ConvParams;"
+            "p = ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8);"
+            "print(cy._winograd_plan(np.zeros((2, 64, 8, 8)), np.zeros((64, 64, 3, 3)), p, 2) is None,"
+            " cy.build_info()['winograd_min_channels'])")
+    outputs = [subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FASTCONV_WINOGRAD=value),
+                              capture_output=True, text=True, check=True).stdout.split() for value in ("0", "1")]
+    assert outputs == [["True", "off"], ["False", "16"]]
 
 
 def test_winograd_from_concurrent_python_threads(winograd_everywhere):

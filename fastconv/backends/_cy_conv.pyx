@@ -2,7 +2,7 @@
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
-from ._cy_blas cimport _gemm, _sum, floating
+from ._cy_numeric cimport _gemm, _sum, _valid_range, floating
 
 cdef extern from *:
     """
@@ -70,10 +70,7 @@ cdef Geometry _geometry(Py_ssize_t* x_shape, Py_ssize_t* w_shape, Py_ssize_t* ou
 cdef inline void _valid_columns(const Geometry* g, int kw, int* off, int* lo, int* hi) noexcept nogil:
     # Output columns ow whose input column ow*sw + off lies inside [0, W): the range [lo, hi).
     off[0] = kw * g.dw - g.pw
-    lo[0] = 0 if off[0] >= 0 else min(g.OW, (-off[0] + g.sw - 1) // g.sw)
-    hi[0] = 0 if g.W - 1 - off[0] < 0 else min(g.OW, (g.W - 1 - off[0]) // g.sw + 1)
-    if hi[0] < lo[0]:
-        hi[0] = lo[0]
+    _valid_range(off[0], g.W, g.OW, g.sw, lo, hi)
 
 
 ctypedef struct Run:

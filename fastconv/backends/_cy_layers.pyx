@@ -8,7 +8,7 @@ from cython.parallel cimport prange
 from libc.math cimport exp, expf, log, logf, sqrt, sqrtf
 from libc.string cimport memcpy
 
-from ._cy_blas cimport _gemm, _sum, floating
+from ._cy_numeric cimport _gemm, _sum, _sum_sq_dev, floating
 
 # Elements per chunk of an elementwise kernel: a few L1-sized pieces of work per thread.
 DEF CHUNK = 8192
@@ -130,24 +130,6 @@ def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x2, cons
 
 # ------------------------------------------------------------------------------ batch norm
 # x3 is (N, C, L): channel c of sample n is the run x3[n, c, :] (L = 1 for (N, C) inputs).
-
-cdef inline floating _sum_sq_dev(const floating* values, Py_ssize_t count, floating center) noexcept nogil:
-    # sum((v - center)^2) in 8 interleaved partial sums, combined in a fixed order (as _sum).
-    cdef floating lanes[8]
-    cdef floating d
-    cdef Py_ssize_t i, body = count - count % 8
-    cdef int u
-    for u in range(8):
-        lanes[u] = 0
-    for i in range(0, body, 8):
-        for u in range(8):
-            d = values[i + u] - center
-            lanes[u] += d * d
-    for i in range(body, count):
-        d = values[i] - center
-        lanes[0] += d * d
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-
 
 cdef void _bn_train_channel(const floating* x, floating* out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
                             Py_ssize_t c, floating gamma, floating beta, floating eps, bint relu,

@@ -3,7 +3,7 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.string cimport memset
 
-from ._cy_blas cimport floating
+from ._cy_numeric cimport _valid_range, floating
 
 cdef extern from *:
     """
@@ -46,10 +46,7 @@ cdef Window _window(Py_ssize_t* x_shape, Py_ssize_t* out_shape, tuple params):
 cdef inline void _valid_columns(const Window* g, int j, int* off, int* lo, int* hi) noexcept nogil:
     # Output columns ow whose kernel column j lands inside the row: input column ow*sw + off.
     off[0] = j - g.pw
-    lo[0] = 0 if off[0] >= 0 else min(g.OW, (-off[0] + g.sw - 1) // g.sw)
-    hi[0] = 0 if g.W - 1 - off[0] < 0 else min(g.OW, (g.W - 1 - off[0]) // g.sw + 1)
-    if hi[0] < lo[0]:
-        hi[0] = lo[0]
+    _valid_range(off[0], g.W, g.OW, g.sw, lo, hi)
 
 
 cdef inline void _clip(int o, int stride, int pad, int k, int size, int* lo, int* hi) noexcept nogil:

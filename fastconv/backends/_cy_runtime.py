@@ -81,8 +81,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def forked_child() -> bool:
-    return _stale_pool_thread is not None
+def build_info() -> dict:
+    """How the extension was compiled (OpenMP, -march=native, bounds checks) and how it runs here."""
+    info = _cy_conv.compiled_with()
+    info["threads"] = get_num_threads()
+    info["forked_child"] = _stale_pool_thread is not None
+    info["omp_wait_policy"] = "PASSIVE (set by fastconv)" if PASSIVE_WAIT_SET_HERE else os.environ.get(
+        "OMP_WAIT_POLICY", "chosen by whoever loaded libgomp first")
+    return info
 
 
 def run(kernel, *args):

@@ -12,7 +12,7 @@ consecutive tiles whose transforms stay near the core's cache between the GEMMs.
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memset
 
-from ._cy_blas cimport _gemm, _sum, floating
+from ._cy_numeric cimport _gemm, _sum, floating
 
 
 ctypedef struct Tiling:

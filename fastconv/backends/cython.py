@@ -60,14 +60,8 @@ CHUNKS_PER_THREAD = 4
 _INT32_MAX = 2**31 - 1
 
 def build_info() -> dict:
-    """How the extension was compiled (OpenMP, -march=native, bounds checks) and the thread setting."""
-    info = _cy_conv.compiled_with()
-    info["winograd_min_channels"] = WINOGRAD_MIN_CHANNELS if WINOGRAD_MIN_CHANNELS < 2**62 else "off"
-    info["threads"] = get_num_threads()
-    info["forked_child"] = _cy_runtime.forked_child()
-    info["omp_wait_policy"] = "PASSIVE (set by fastconv)" if _cy_runtime.PASSIVE_WAIT_SET_HERE else os.environ.get(
-        "OMP_WAIT_POLICY", "chosen by whoever loaded libgomp first")
-    return info
+    """How the extension was compiled and runs (see _cy_runtime.build_info), and the Winograd path's setting."""
+    return {**_cy_runtime.build_info(), "winograd_min_channels": WINOGRAD_MIN_CHANNELS if WINOGRAD_ENABLED else "off"}
 
 
 _threads = _cy_runtime.team
@@ -157,7 +151,8 @@ def _layout(n: int, w_shape, p, itemsize: int, threads: int, buffers: int) -> _L
 # 3x3 / stride 1 convs this wide go through Winograd F(2x2, 3x3): the tile transforms are cheap
 # beside the GEMMs once both channel counts reach this (measured: 1.3-1.8x faster from 16
 # channels and filters, 0.6x at 8 in float64).
-WINOGRAD_MIN_CHANNELS = 16 if os.environ.get("FASTCONV_WINOGRAD", "1").strip() != "0" else 2**62
+WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_ENABLED = os.environ.get("FASTCONV_WINOGRAD", "1").strip() != "0"  # FASTCONV_WINOGRAD=0: off
 # A block's transformed inputs and outputs stay about this size, in the core's cache between
 # the transforms and the GEMMs (measured: 16 tiles for res-c128, 32 for vgg-c64 were fastest).
 WINOGRAD_BLOCK_BYTES = 512 * 2**10
@@ -174,7 +169,7 @@ class _Winograd(NamedTuple):
 def _winograd_plan(x, w, p, threads: int) -> _Winograd | None:
     """The Winograd layout of a conv, or None when the call is not one it computes (or well)."""
     f, c, kh, kw = w.shape
-    if ((kh, kw, p.stride_h, p.stride_w, p.dil_h, p.dil_w, p.groups) != (3, 3, 1, 1, 1, 1, 1)
+    if (not WINOGRAD_ENABLED or (kh, kw, p.stride_h, p.stride_w, p.dil_h, p.dil_w, p.groups) != (3, 3, 1, 1, 1, 1, 1)
             or min(c, f) < WINOGRAD_MIN_CHANNELS):
         return None
     itemsize = x.dtype.itemsize

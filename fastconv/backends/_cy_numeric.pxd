@@ -1,5 +1,6 @@
-# Shared by the compiled kernels: the fused float type, one row-major GEMM over scipy's BLAS
-# and a row sum.
+# The numeric building blocks every compiled kernel shares: the fused float type, one
+# row-major GEMM over scipy's BLAS, sums in fixed-order partial lanes, and the clipping of a
+# kernel offset's output columns to the image.
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -32,3 +33,30 @@ cdef inline floating _sum(const floating* values, Py_ssize_t count) noexcept nog
     for i in range(body, count):
         lanes[0] += values[i]
     return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+
+
+cdef inline floating _sum_sq_dev(const floating* values, Py_ssize_t count, floating center) noexcept nogil:
+    # sum((v - center)^2) in 8 interleaved partial sums, combined in a fixed order (as _sum).
+    cdef floating lanes[8]
+    cdef floating d
+    cdef Py_ssize_t i, body = count - count % 8
+    cdef int u
+    for u in range(8):
+        lanes[u] = 0
+    for i in range(0, body, 8):
+        for u in range(8):
+            d = values[i + u] - center
+            lanes[u] += d * d
+    for i in range(body, count):
+        d = values[i] - center
+        lanes[0] += d * d
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+
+
+cdef inline void _valid_range(int offset, int size, int out_size, int stride, int* lo, int* hi) noexcept nogil:
+    # The outputs o in [lo, hi) whose input o * stride + offset lies inside [0, size): a kernel
+    # offset's in-image columns (the rest read padding).
+    lo[0] = 0 if offset >= 0 else min(out_size, (-offset + stride - 1) // stride)
+    hi[0] = 0 if size - 1 - offset < 0 else min(out_size, (size - 1 - offset) // stride + 1)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
