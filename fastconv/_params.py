@@ -9,11 +9,6 @@ def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int =
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def is_pointwise(w_shape, p: "ConvParams") -> bool:
-    """1x1 kernel, stride 1, no padding: x[n] viewed as (C, H*W) is already its im2col matrix."""
-    return tuple(w_shape[2:]) == (1, 1) and (p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 0, 0)
-
-
 class ConvParams(NamedTuple):
     """Everything a backend needs about a conv2d call besides the arrays."""
 
@@ -26,6 +21,19 @@ class ConvParams(NamedTuple):
     groups: int
     out_h: int
     out_w: int
+    kernel_h: int
+    kernel_w: int
+
+    @property
+    def geometry(self) -> tuple:
+        """(stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups): what the compiled kernels take."""
+        return self.stride_h, self.stride_w, self.pad_h, self.pad_w, self.dil_h, self.dil_w, self.groups
+
+    @property
+    def is_pointwise(self) -> bool:
+        """1x1 kernel, stride 1, no padding: x[n] viewed as (C, H*W) is already its im2col matrix."""
+        kernel_and_steps = (self.kernel_h, self.kernel_w, self.stride_h, self.stride_w, self.pad_h, self.pad_w)
+        return kernel_and_steps == (1, 1, 1, 1, 0, 0)
 
 
 class PoolParams(NamedTuple):
@@ -39,6 +47,11 @@ class PoolParams(NamedTuple):
     pad_w: int
     out_h: int
     out_w: int
+
+    @property
+    def geometry(self) -> tuple:
+        """(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w): what the compiled kernels take."""
+        return self.kernel_h, self.kernel_w, self.stride_h, self.stride_w, self.pad_h, self.pad_w
 
     @property
     def overlapping(self) -> bool:

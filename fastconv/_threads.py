@@ -26,14 +26,9 @@ def get_num_threads() -> int:
     return usable_cores() if _num_threads is None else _num_threads
 
 
-# Below these amounts of work per thread, waking another thread costs more than it saves: the
-# call runs on fewer threads, down to the calling thread alone (as PyTorch's GRAIN_SIZE).
-GRAIN_ELEMENTS = 32768  # elementwise work: elements (a few tens of microseconds)
-GRAIN_FLOPS = 2e6  # convolutions and GEMMs: floating-point operations
-
-
 def threads_for(work: float, grain: float) -> int:
-    """Threads for a call doing ``work`` units, at least ``grain`` units each, at most get_num_threads()."""
+    """Threads for a call doing ``work`` units, at least ``grain`` units each (fastconv._tuning's
+    GRAIN_*), at most get_num_threads()."""
     return max(1, min(get_num_threads(), int(work // grain)))
 
 

@@ -102,7 +102,7 @@ def conv2d_args(x, w, b, stride, padding, dilation, groups):
             f"than the padded input ({h + 2 * padding[0]}x{wd + 2 * padding[1]}): output size would be "
             f"{out_h}x{out_w}")
     params = ConvParams(stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-                        groups, out_h, out_w)
+                        groups, out_h, out_w, kh, kw)
     return x, w, b, params
 
 

@@ -1,4 +1,4 @@
-"""Training-step workloads for `fastconv bench`: three networks built with `nn`, each beside the same network in PyTorch.
+"""Training-step workloads for `fastconv bench`: three networks in `nn`, each beside the same one in PyTorch.
 
 A step is what a training loop runs: forward, loss, backward and an Adam update (lr 1e-3), on
 the next of a ring of random batches (made before timing, so neither side pays for the random

@@ -81,7 +81,7 @@ sgd_momentum = _functional(sgd_momentum_in_place, "SGD with momentum. config: ``
                                                   "``momentum`` (0.9), ``velocity`` (zeros).")
 rmsprop = _functional(rmsprop_in_place, "RMSProp. config: ``learning_rate`` (1e-2), ``decay_rate`` (0.99), "
                                         "``epsilon`` (1e-8), ``cache``.")
-adam = _functional(adam_in_place, """Adam with bias correction; ``t`` is incremented before use (the first step uses t = 1).
+adam = _functional(adam_in_place, """Adam with bias correction; ``t`` is incremented before use (first step: t = 1).
 
     config: ``learning_rate`` (1e-3), ``beta1`` (0.9), ``beta2`` (0.999), ``epsilon`` (1e-8),
     moments ``m`` and ``v`` (zeros) and step count ``t`` (0).

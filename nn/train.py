@@ -1,4 +1,4 @@
-"""`fastconv train` (plugged into fastconv's command line by nn): train a small CNN on scikit-learn's digits with nn.Solver."""
+"""`fastconv train` (nn plugs it into fastconv's command line): a small CNN on scikit-learn's digits, by nn.Solver."""
 from __future__ import annotations
 
 import contextlib

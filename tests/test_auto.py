@@ -15,8 +15,8 @@ from fastconv import _auto, _registry, _timing, _tuning_store
 from fastconv._params import ConvParams, PoolParams
 from fastconv.testing import CONV_SMALL, assert_close, conv_inputs
 
-BIG_CONV = ((8, 16, 32, 32), (16, 16, 3, 3), True, ConvParams(1, 1, 1, 1, 1, 1, 1, 32, 32), "f")
-SMALL_CONV = ((1, 1, 4, 4), (1, 1, 2, 2), False, ConvParams(1, 1, 0, 0, 1, 1, 1, 3, 3), "d")
+BIG_CONV = ((8, 16, 32, 32), (16, 16, 3, 3), True, ConvParams(1, 1, 1, 1, 1, 1, 1, 32, 32, 3, 3), "f")
+SMALL_CONV = ((1, 1, 4, 4), (1, 1, 2, 2), False, ConvParams(1, 1, 0, 0, 1, 1, 1, 3, 3, 2, 2), "d")
 BIG_POOL = ((8, 16, 64, 64), PoolParams(2, 2, 2, 2, 0, 0, 32, 32), "f")
 
 
@@ -136,7 +136,7 @@ def test_a_failing_candidate_is_never_picked(monkeypatch):
 
 
 def test_real_measurement_returns_finite_times():
-    tiny_conv = ((2, 3, 8, 8), (4, 3, 3, 3), True, ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8), "d")
+    tiny_conv = ((2, 3, 8, 8), (4, 3, 3, 3), True, ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8, 3, 3), "d")
     tiny_pool = ((2, 3, 8, 8), PoolParams(2, 2, 2, 2, 0, 0, 4, 4), "f")
     names = _auto.candidates()
     for op, signature in (("conv2d", tiny_conv), ("avg_pool2d", tiny_pool)):

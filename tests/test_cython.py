@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _registry
+from fastconv import _registry, _tuning
 from fastconv.testing import CONV_SMALL, POOL_SMALL, assert_close, conv_inputs, pool_inputs
 
 pytestmark = pytest.mark.skipif("cython" not in fastconv.available_backends(),
@@ -94,7 +94,7 @@ def test_tiles_and_chunks_within_a_small_workspace(monkeypatch, dtype):
     from fastconv.backends import cython as cy
     limit = 64 * 1024
     monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", limit)
-    monkeypatch.setattr(cy, "COL_TILE_BYTES", 1000)
+    monkeypatch.setattr(_tuning, "CYTHON_COL_TILE_BYTES", 1000)
     _workspace.release()
     for case in CONV_SMALL:
         x, w, b, dout = conv_inputs(case, dtype)
@@ -229,7 +229,7 @@ def test_several_images_per_work_item(monkeypatch, threads, dtype, min_columns):
     """Groups of whole images per GEMM (3 per item for 7 images of 9 positions at 20 columns,
     the whole batch at 10**6) give naive's answer, with and without bias and groups."""
     from fastconv.backends import cython as cy
-    monkeypatch.setattr(cy, "MIN_GEMM_COLUMNS", min_columns)
+    monkeypatch.setattr(_tuning, "CYTHON_SHARED_GEMM_BELOW_POSITIONS", min_columns)
     threads(2)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((7, 4, 5, 5)).astype(dtype)
@@ -260,8 +260,8 @@ WINOGRAD_SHAPES = [  # (x shape, filters, padding)
 def winograd_everywhere(monkeypatch):
     """Route every 3x3 / stride 1 conv through Winograd, in small blocks; count the calls."""
     from fastconv.backends import cython as cy
-    monkeypatch.setattr(cy, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(cy, "WINOGRAD_BLOCK_BYTES", 1)  # the smallest block: many per call
+    monkeypatch.setattr(_tuning, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(_tuning, "WINOGRAD_BLOCK_BYTES", 1)  # the smallest block: many per call
     calls = []
     kernels = cy._cy_winograd
 
@@ -308,7 +308,7 @@ def test_winograd_only_where_it_computes_the_conv():
     x = np.zeros((2, 32, 8, 8))
 
     def plan(w_shape, stride=1, dilation=1, groups=1):
-        p = ConvParams(stride, stride, 1, 1, dilation, dilation, groups, 8, 8)  # out size unused
+        p = ConvParams(stride, stride, 1, 1, dilation, dilation, groups, 8, 8, 3, 3)  # out size unused
         return cy._winograd_plan(x, np.zeros(w_shape), p, 2)
 
     assert plan((32, 32, 3, 3)) is not None
@@ -323,7 +323,7 @@ def test_winograd_stays_within_the_workspace_limit(monkeypatch):
     from fastconv.backends import _workspace
     from fastconv.backends import cython as cy
     from fastconv._params import ConvParams
-    p = ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8)
+    p = ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8, 3, 3)
     x, w = np.zeros((2, 64, 8, 8)), np.zeros((64, 64, 3, 3))
     assert cy._winograd_plan(x, w, p, 2) is not None
     monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", 16 * 64 * 64 * 8 * 3)  # u and 2 du, no blocks
@@ -334,7 +334,7 @@ def test_winograd_can_be_turned_off_from_the_environment():
     import os
     import subprocess
     code = ("import numpy as np; from fastconv.backends import cython as cy; from fastconv._params import ConvParams;"
-            "p = ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8);"
+            "p = ConvParams(1, 1, 1, 1, 1, 1, 1, 8, 8, 3, 3);"
             "print(cy._winograd_plan(np.zeros((2, 64, 8, 8)), np.zeros((64, 64, 3, 3)), p, 2) is None,"
             " cy.build_info()['winograd_min_channels'])")
     outputs = [subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FASTCONV_WINOGRAD=value),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _tuning
 from fastconv.testing import assert_close
 
 pytest.importorskip("numba")
@@ -46,7 +47,7 @@ def test_batch_steps_that_do_not_divide_the_batch(monkeypatch, two_threads, limi
     # 7 samples of 36 positions over 2 blocks (4 + 3): steps of 2 or 3 samples leave partial
     # steps, and groups=2 splits every GEMM of a step.
     monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", limit_bytes)
-    monkeypatch.setattr(numba_backend, "MIN_GEMM_COLUMNS", min_columns)
+    monkeypatch.setattr(_tuning, "NUMBA_BACKWARD_MIN_GEMM_COLUMNS", min_columns)
     x, w, b, dout = _conv_inputs()
     bytes_per_sample = (x.shape[1] * 9 + w.shape[0]) * 36 * 8
     assert numba_backend.backward_step(7, 36, bytes_per_sample, 2) == step

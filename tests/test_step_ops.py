@@ -322,7 +322,8 @@ ERRORS = [
     (lambda: fastconv.sgd_update(np.ones(3), np.ones(3), learning_rate=float("nan")), ValueError, "learning_rate"),
     (lambda: fastconv.adam_update(np.ones(3), np.ones(3), np.zeros(3), np.zeros(3), 0), ValueError, "t must be"),
     (lambda: fastconv.adam_update(np.ones(3), np.ones(3), np.zeros(3), np.zeros(3), 1.5), TypeError, "t must be"),
-    (lambda: fastconv.adam_update(np.ones(3), np.ones(3), np.zeros(2), np.zeros(3), 1), ValueError, "m must have shape"),
+    (lambda: fastconv.adam_update(np.ones(3), np.ones(3), np.zeros(2), np.zeros(3), 1), ValueError,
+     "m must have shape"),
     (lambda: fastconv.adam_update(np.ones(3), np.ones(3), np.zeros(3), np.zeros(3), 1, beta1=1.0), ValueError,
      "beta1"),
 ]

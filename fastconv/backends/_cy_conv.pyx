@@ -52,7 +52,7 @@ def compiled_with():
 
 
 cdef Geometry _geometry(Py_ssize_t* x_shape, Py_ssize_t* w_shape, Py_ssize_t* out_shape,
-                        tuple params, int tile_rows, int samples):
+                        tuple params, bint pointwise, int tile_rows, int samples):
     cdef Geometry g
     g.relu = False
     g.C, g.H, g.W = x_shape[1], x_shape[2], x_shape[3]
@@ -63,7 +63,7 @@ cdef Geometry _geometry(Py_ssize_t* x_shape, Py_ssize_t* w_shape, Py_ssize_t* ou
     g.samples = samples
     g.tile_rows = g.OH if samples > 1 else tile_rows
     g.n_tiles = (g.OH + g.tile_rows - 1) // g.tile_rows
-    g.identity = (g.KH == 1 and g.KW == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0 and g.pw == 0)
+    g.identity = pointwise
     return g
 
 
@@ -317,11 +317,13 @@ cdef void _forward_item(const Geometry* g, const floating* x, const floating* w,
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] bias, floating[:, :, :, ::1] out, floating[:, ::1] col,
-                   floating[:, ::1] product, tuple params, int tile_rows, int samples, bint relu, int num_threads):
+                   floating[:, ::1] product, tuple params, bint pointwise, int tile_rows, int samples, bint relu,
+                   int num_threads):
     """out <- conv(x, w) + bias (bias empty = none), then ReLU if asked; col, product: (threads, tile) scratch;
-    params: (sh, sw, ph, pw, dh, dw, groups). Work items are (sample, tile of output rows), or
-    with samples > 1 groups of that many whole images (product then holds their GEMM result)."""
-    cdef Geometry g = _geometry(x.shape, w.shape, out.shape, params, tile_rows, samples)
+    params: ConvParams.geometry, pointwise: ConvParams.is_pointwise. Work items are (sample, tile
+    of output rows), or with samples > 1 groups of that many whole images (product then holds
+    their GEMM result)."""
+    cdef Geometry g = _geometry(x.shape, w.shape, out.shape, params, pointwise, tile_rows, samples)
     g.relu = relu
     cdef Py_ssize_t n_batch = x.shape[0], item, col_stride = col.shape[1], product_stride = product.shape[1]
     cdef Py_ssize_t n_items = (n_batch + samples - 1) // samples if samples > 1 else n_batch * g.n_tiles
@@ -407,13 +409,13 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
                     const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
                     floating[:, ::1] dw_parts, floating[:, ::1] db_parts,
                     floating[:, ::1] col, floating[:, ::1] dcol, floating[:, ::1] grads,
-                    tuple params, int tile_rows, int samples, int num_threads):
+                    tuple params, bint pointwise, int tile_rows, int samples, int num_threads):
     """dx <- full gradient; the batch is cut into len(dw_parts) fixed chunks of consecutive
     samples and dw_parts[c] += chunk c's share of dw (likewise db_parts, which may have zero
     columns = no bias). One thread runs a whole chunk in sample order, so each part is the same
     whichever thread ran it; the caller sums the parts in chunk order. With samples > 1 a chunk
     goes that many whole images at a time (grads then holds their output gradients)."""
-    cdef Geometry g = _geometry(x.shape, w.shape, dout.shape, params, tile_rows, samples)
+    cdef Geometry g = _geometry(x.shape, w.shape, dout.shape, params, pointwise, tile_rows, samples)
     cdef Py_ssize_t chunk, n, first, last, n_batch = x.shape[0], n_chunks = dw_parts.shape[0]
     cdef Py_ssize_t grads_stride = grads.shape[1]
     cdef Py_ssize_t col_stride = col.shape[1], dw_stride = dw_parts.shape[1], db_stride = db_parts.shape[1]

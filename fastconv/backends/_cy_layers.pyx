@@ -192,7 +192,8 @@ def batch_norm_eval_forward(const floating[:, :, ::1] x3, const floating[::1] sc
                 dst[i] = (0 if v <= 0 else v) if relu else v
 
 
-cdef void _grad_past_relu(const floating* dout, const floating* relu_out, floating* dy, Py_ssize_t count) noexcept nogil:
+cdef void _grad_past_relu(const floating* dout, const floating* relu_out, floating* dy,
+                          Py_ssize_t count) noexcept nogil:
     # dy = the gradient past a fused ReLU (relu_out NULL: none). Its own loop, dout loaded
     # unconditionally: gcc then turns the select into vector blends (measured: 30x faster than
     # selecting inside the reductions below, which stayed scalar and branchy).

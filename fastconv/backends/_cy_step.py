@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._threads import GRAIN_ELEMENTS, GRAIN_FLOPS, inner_blas_single_threaded
+from .._threads import inner_blas_single_threaded
+from .._tuning import GRAIN_ELEMENTS, GRAIN_FLOPS
 from ._cy_runtime import _cy_layers, run, team_for
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}

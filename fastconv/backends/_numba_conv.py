@@ -161,12 +161,6 @@ def _block(t, n_blocks, start, stop):
 
 
 @jit()
-def _is_pointwise(kh, kw, geom):
-    """1x1 kernel, stride 1, no padding: x[n] viewed as (C, H*W) is already the im2col matrix."""
-    return kh == 1 and kw == 1 and geom[0] == 1 and geom[1] == 1 and geom[2] == 0 and geom[3] == 0
-
-
-@jit()
 def _grouped_gemm(w2, cols, groups, out):
     """out[group rows] = w2[group rows] @ cols[group rows] for each group."""
     f_group = w2.shape[0] // groups
@@ -177,7 +171,7 @@ def _grouped_gemm(w2, cols, groups, out):
 
 
 @jit(parallel=True)
-def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace):
+def conv_forward_gemm(x, w, b, has_bias, geom, pointwise, out, workspace):
     """out = conv(x, w) + b: one task per sample im2cols it into its thread's (C*KH*KW, OH*OW)
     slice of the flat ``workspace`` (get_num_threads() slices), then one GEMM per group writes out[n].
 
@@ -191,7 +185,6 @@ def conv_forward_gemm(x, w, b, has_bias, geom, out, workspace):
     f_group = n_filters // groups
     k_group = c_group * kh * kw
     k_all = channels * kh * kw
-    pointwise = _is_pointwise(kh, kw, geom)
     w2 = w.reshape((n_filters, k_group))
     for n in prange(n_batch):
         out_n = out[n].reshape((n_filters, positions))
@@ -244,7 +237,7 @@ def _weight_and_input_grads(douts, cols, w2, groups, product, dw_t, dcols):
 
 
 @jit(parallel=True)
-def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts, cols_space, dout_space):
+def conv_backward_gemm(x, w, dout, geom, pointwise, n_blocks, step, dx, dw_parts, db_parts, cols_space, dout_space):
     """Gradients by GEMM: dx written, block t's partial dw and db in dw_parts[t], db_parts[t].
 
     The batch is cut into n_blocks fixed blocks (more than threads, so idle threads steal
@@ -265,7 +258,6 @@ def conv_backward_gemm(x, w, dout, geom, n_blocks, step, dx, dw_parts, db_parts,
     k_all = channels * kh * kw
     w2 = w.reshape((n_filters, k_group))
     cap = step * positions
-    pointwise = _is_pointwise(kh, kw, geom)
     for t in prange(n_blocks):
         dw_t = dw_parts[t]
         dw_t[...] = 0

@@ -3,9 +3,10 @@
 How it works
 ------------
 Conv forward splits the batch into work items (sample, tile of output rows), or for small
-output images (fewer than ``MIN_GEMM_COLUMNS`` positions) groups of whole images side by side,
+output images (fewer than ``_tuning.CYTHON_SHARED_GEMM_BELOW_POSITIONS`` positions) groups of whole images side by side,
 so that each GEMM is long enough to pay for packing the weights; OpenMP threads take items as
-they free up, copy the windows into their own slice of a reused column workspace (``_workspace.scratch``, at most ``FASTCONV_WORKSPACE_MB`` for every thread
+they free up, copy the windows into their own slice of a reused column workspace
+(``_workspace.scratch``, at most ``FASTCONV_WORKSPACE_MB`` for every thread
 together, whatever N is) and multiply with single-threaded BLAS. A 1x1 / stride 1 / no-padding
 conv multiplies the image directly. Backward cuts the batch into fixed chunks of consecutive
 samples (a few per thread, so a thread slowed by other processes does not hold up the rest);
@@ -13,7 +14,7 @@ the thread that takes a chunk rebuilds each sample's (or group of images') colum
 ``dout @ cols^T`` into the chunk's own dw (and db) partial, and writes dx through
 ``w^T @ dout`` plus a col2im scatter. The partials are then summed in chunk order, so results are bitwise
 reproducible at a fixed thread count.
-3x3 / stride 1 / undilated / ungrouped convs with at least ``WINOGRAD_MIN_CHANNELS`` channels
+3x3 / stride 1 / undilated / ungrouped convs with at least ``_tuning.WINOGRAD_MIN_CHANNELS`` channels
 and filters take the Winograd F(2x2, 3x3) path (``_cy_winograd.pyx``) instead: 2.25x fewer
 multiplications, so these layers run ~1.5-2x faster than their GEMM. Its rounding differs
 from the GEMM path's but is as small (measured on vgg-c64 and res-c128, largest error over
@@ -42,26 +43,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _tuning
 from .._threads import get_num_threads, inner_blas_single_threaded
-from .._params import is_pointwise
 from . import _cy_runtime, _workspace
 
 
 _cy_conv, _cy_pool, _cy_winograd = _cy_runtime._cy_conv, _cy_runtime._cy_pool, _cy_runtime._cy_winograd
 _run = _cy_runtime.run
 
-# A column tile this size stays near the core's L2 cache while giving GEMM wide enough panels.
-COL_TILE_BYTES = 1 << 20
-# ...but never fewer output positions than this: the dw GEMM sums over a tile's positions, and
-# a shorter sum leaves it too little work per pass over dw (measured: deep float64 layers
-# such as res-c128, 112 positions at 1 MiB, ran ~10 % slower).
-MIN_TILE_POSITIONS = 256
-CHUNKS_PER_THREAD = 4
 _INT32_MAX = 2**31 - 1
 
 def build_info() -> dict:
     """How the extension was compiled and runs (see _cy_runtime.build_info), and the Winograd path's setting."""
-    return {**_cy_runtime.build_info(), "winograd_min_channels": WINOGRAD_MIN_CHANNELS if WINOGRAD_ENABLED else "off"}
+    winograd = _tuning.WINOGRAD_MIN_CHANNELS if WINOGRAD_ENABLED else "off"
+    return {**_cy_runtime.build_info(), "winograd_min_channels": winograd}
 
 
 _threads = _cy_runtime.team
@@ -77,10 +72,6 @@ def _empty(dtype) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------- conv2d
-def _conv_params(p) -> tuple:
-    return (p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups)
-
-
 def supports(op: str, signature: tuple) -> bool:
     """Whether this backend takes a call (the front hands it to another backend otherwise): its
     kernels index an image's planes and columns with int32."""
@@ -94,36 +85,29 @@ def supports(op: str, signature: tuple) -> bool:
 
 
 def _tile_rows(w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
-    """Output rows per column tile: near COL_TILE_BYTES, at least MIN_TILE_POSITIONS positions,
-    within the workspace limit."""
+    """Output rows per column tile: near CYTHON_COL_TILE_BYTES, at least CYTHON_MIN_TILE_POSITIONS
+    positions (see fastconv._tuning), within the workspace limit."""
     row_bytes = max(1, w_shape[1] * w_shape[2] * w_shape[3] * p.out_w * itemsize)
     share = _workspace.WORKSPACE_LIMIT_BYTES // (buffers * threads)
-    by_bytes = min(COL_TILE_BYTES, share) // row_bytes
+    by_bytes = min(_tuning.CYTHON_COL_TILE_BYTES, share) // row_bytes
     # A quarter share at most, leaving the rest of the workspace to the dw partials.
-    by_positions = min(-(-MIN_TILE_POSITIONS // p.out_w), share // (4 * row_bytes))
+    by_positions = min(-(-_tuning.CYTHON_MIN_TILE_POSITIONS // p.out_w), share // (4 * row_bytes))
     return max(1, min(p.out_h, max(by_bytes, by_positions)))
 
 
-# Images with fewer output positions than this share a work item, side by side in one GEMM
-# per thread: a GEMM over one small image is too short to pay for packing the weights...
-MIN_GEMM_COLUMNS = 1024
-# ...but their columns stay within about this size, in the core's L2 cache (measured on a
-# 1 MiB-L2 core: down-s2 and res-c128 (GEMM path) forward+backward 7-30 % faster than with
-# 5 MiB, which a 4 MiB-L2 core had favoured; none slower).
-SAMPLE_GROUP_BYTES = 2**20
 
 
 def _samples_per_item(n: int, w_shape, p, itemsize: int, threads: int, buffers: int) -> int:
     """Whole images per work item (1: an item is a tile of one image's output rows)."""
     positions = p.out_h * p.out_w
-    if positions >= MIN_GEMM_COLUMNS or is_pointwise(w_shape, p):  # pointwise: no copies at all
+    if positions >= _tuning.CYTHON_SHARED_GEMM_BELOW_POSITIONS or p.is_pointwise:  # pointwise: no copies
         return 1
     depth = w_shape[1] * w_shape[2] * w_shape[3]
     per_image = (buffers * depth + w_shape[0] // p.groups) * positions * itemsize
     # Half the workspace at most, leaving the rest to the dw partials.
     fits = _workspace.WORKSPACE_LIMIT_BYTES // (2 * threads * per_image)
-    near_cache = SAMPLE_GROUP_BYTES // (depth * positions * itemsize)
-    return max(1, min(-(-MIN_GEMM_COLUMNS // positions), near_cache, -(-n // threads), fits))
+    near_cache = _tuning.CYTHON_SAMPLE_GROUP_BYTES // (depth * positions * itemsize)
+    return max(1, min(-(-_tuning.CYTHON_SHARED_GEMM_BELOW_POSITIONS // positions), near_cache, -(-n // threads), fits))
 
 
 class _Layout(NamedTuple):
@@ -144,18 +128,13 @@ def _layout(n: int, w_shape, p, itemsize: int, threads: int, buffers: int) -> _L
     rows = _tile_rows(w_shape, p, itemsize, threads, buffers)
     if n < threads:  # split images into more row tiles so every thread gets work
         rows = min(rows, -(-p.out_h // -(-threads // n)))
-    return _Layout(1, rows, 1 if is_pointwise(w_shape, p) else depth * rows * p.out_w, 1)
+    return _Layout(1, rows, 1 if p.is_pointwise else depth * rows * p.out_w, 1)
 
 
 # ------------------------------------------------------------------- conv2d, Winograd path
-# 3x3 / stride 1 convs this wide go through Winograd F(2x2, 3x3): the tile transforms are cheap
-# beside the GEMMs once both channel counts reach this (measured: 1.3-1.8x faster from 16
-# channels and filters, 0.6x at 8 in float64).
-WINOGRAD_MIN_CHANNELS = 16
-WINOGRAD_ENABLED = os.environ.get("FASTCONV_WINOGRAD", "1").strip() != "0"  # FASTCONV_WINOGRAD=0: off
-# A block's transformed inputs and outputs stay about this size, in the core's cache between
-# the transforms and the GEMMs (measured: 16 tiles for res-c128, 32 for vgg-c64 were fastest).
-WINOGRAD_BLOCK_BYTES = 512 * 2**10
+# Convs the Winograd path computes (3x3, stride 1, >= _tuning.WINOGRAD_MIN_CHANNELS channels
+# and filters) take it unless FASTCONV_WINOGRAD=0.
+WINOGRAD_ENABLED = os.environ.get("FASTCONV_WINOGRAD", "1").strip() != "0"
 
 
 class _Winograd(NamedTuple):
@@ -170,10 +149,10 @@ def _winograd_plan(x, w, p, threads: int) -> _Winograd | None:
     """The Winograd layout of a conv, or None when the call is not one it computes (or well)."""
     f, c, kh, kw = w.shape
     if (not WINOGRAD_ENABLED or (kh, kw, p.stride_h, p.stride_w, p.dil_h, p.dil_w, p.groups) != (3, 3, 1, 1, 1, 1, 1)
-            or min(c, f) < WINOGRAD_MIN_CHANNELS):
+            or min(c, f) < _tuning.WINOGRAD_MIN_CHANNELS):
         return None
     itemsize = x.dtype.itemsize
-    block = max(8, min(256, WINOGRAD_BLOCK_BYTES // (16 * (c + f) * itemsize)))
+    block = max(8, min(256, _tuning.WINOGRAD_BLOCK_BYTES // (16 * (c + f) * itemsize)))
     in_size, out_size = _cy_winograd.scratch_sizes(c, f, block)
     # u, and per thread: v, dv, p and the dw accumulator du.
     needed = (16 * f * c * (1 + threads) + threads * (2 * in_size + out_size)) * itemsize
@@ -232,7 +211,7 @@ def conv2d_forward(x, w, b, p, relu: bool = False):
     out = np.empty((n, w.shape[0], p.out_h, p.out_w), x.dtype)
     bias = _empty(x.dtype) if b is None else b
     with _blas_guard(threads):
-        _run(_cy_conv.conv2d_forward, x, w, bias, out, col, product, _conv_params(p), layout.rows,
+        _run(_cy_conv.conv2d_forward, x, w, bias, out, col, product, p.geometry, p.is_pointwise, layout.rows,
              layout.samples, relu, threads)
     return out, None
 
@@ -246,7 +225,7 @@ def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
     """Fixed chunks of the batch, each with its own dw partial: several per thread so a thread
     slowed by other processes does not hold up the rest, fewer when the partials are large."""
     budget = max(threads, _workspace.WORKSPACE_LIMIT_BYTES // (4 * max(1, part_bytes)))
-    return max(1, min(n, CHUNKS_PER_THREAD * threads, budget))
+    return max(1, min(n, _tuning.WORK_ITEMS_PER_THREAD * threads, budget))
 
 
 def conv2d_backward(dout, x, w, ctx, p, has_bias):
@@ -282,16 +261,12 @@ def _gemm_backward(dout, x, w, p, has_bias):
     db_parts.fill(0)
     dx = np.empty_like(x)
     with _blas_guard(threads):
-        _run(_cy_conv.conv2d_backward, dout, x, w, dx, dw_parts, db_parts, col, dcol, grads, _conv_params(p),
+        _run(_cy_conv.conv2d_backward, dout, x, w, dx, dw_parts, db_parts, col, dcol, grads, p.geometry, p.is_pointwise,
              layout.rows, layout.samples, threads)
     return dx, dw_parts, db_parts
 
 
 # ---------------------------------------------------------------------------------- pooling
-def _pool_params(p) -> tuple:
-    return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w)
-
-
 def _planes(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
 
@@ -299,7 +274,7 @@ def _planes(a: np.ndarray) -> np.ndarray:
 def max_pool2d_forward(x, p):
     out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
     argmax = np.empty(out.shape, np.int32)
-    _run(_cy_pool.max_pool2d_forward, _planes(x), _planes(out), _planes(argmax), _pool_params(p),
+    _run(_cy_pool.max_pool2d_forward, _planes(x), _planes(out), _planes(argmax), p.geometry,
                                 _threads(x.shape[0] * x.shape[1]))
     return out, argmax
 
@@ -313,13 +288,13 @@ def max_pool2d_backward(dout, x, argmax, p):
 
 def avg_pool2d_forward(x, p):
     out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
-    _run(_cy_pool.avg_pool2d_forward, _planes(x), _planes(out), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
+    _run(_cy_pool.avg_pool2d_forward, _planes(x), _planes(out), p.geometry, _threads(x.shape[0] * x.shape[1]))
     return out, None
 
 
 def avg_pool2d_backward(dout, x, ctx, p):
     dx = np.empty_like(x)
-    _run(_cy_pool.avg_pool2d_backward, _planes(dout), _planes(dx), _pool_params(p), _threads(x.shape[0] * x.shape[1]))
+    _run(_cy_pool.avg_pool2d_backward, _planes(dout), _planes(dx), p.geometry, _threads(x.shape[0] * x.shape[1]))
     return dx
 
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _tuning
 from . import _workspace
 from ._strided import Offset, batches, kernel_offsets, outside
 from ._workspace import scratch
 
-# Chunks whose cols fit in cache: the GEMM then reads what the strided copy just wrote
-# (measured faster than 64 MiB chunks on most of the conv suite).
-COLS_CHUNK_BYTES = 4 * 2**20
 
 
 # ----------------------------------------------------------------------------------- conv2d
@@ -34,7 +32,7 @@ def _im2col(x, w_shape, p, ones_row: bool) -> np.ndarray:
     n, _, h, width = x.shape
     _, c_group, kh, kw = w_shape
     g, k = p.groups, c_group * kh * kw
-    if (kh, kw, p.stride_h, p.stride_w, p.pad_h, p.pad_w, ones_row) == (1, 1, 1, 1, 0, 0, False):
+    if p.is_pointwise and not ones_row:
         return x.reshape(n, g, k, h * width)  # a pointwise conv's columns are the image itself
     cols = scratch("im2col.cols", (n, g, k + ones_row, p.out_h * p.out_w), x.dtype)
     planes = cols[:, :, :k].reshape(n, g, c_group, kh, kw, p.out_h, p.out_w)
@@ -65,7 +63,7 @@ def _conv_batches(x, w, p, ones_row: bool, grad_rows: int = 0):
     _, c_group, kh, kw = w.shape
     k = c_group * kh * kw + ones_row
     per_sample = (p.groups * k * p.out_h * p.out_w + grad_rows * k) * x.itemsize
-    return batches(x.shape[0], per_sample, min(COLS_CHUNK_BYTES, _workspace.WORKSPACE_LIMIT_BYTES))
+    return batches(x.shape[0], per_sample, min(_tuning.IM2COL_COLS_CHUNK_BYTES, _workspace.WORKSPACE_LIMIT_BYTES))
 
 
 def conv2d_forward(x, w, b, p):

@@ -11,20 +11,13 @@ import sys
 
 import numpy as np
 
-from .._threads import GRAIN_ELEMENTS, GRAIN_FLOPS, inner_blas_single_threaded, threads_for
-from .._params import is_pointwise
+from .. import _tuning
+from .._threads import inner_blas_single_threaded, threads_for
+from .._tuning import GRAIN_ELEMENTS, GRAIN_FLOPS
 from . import _numba_conv, _numba_pool, _numba_runtime, _numba_step
 from ._workspace import batch_chunk, scratch
 
 build_info = _numba_runtime.build_info
-
-
-def _conv_geom(p) -> tuple:
-    return (p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups)
-
-
-def _pool_geom(p) -> tuple:
-    return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w)
 
 
 def uses_direct_loops(w_shape, groups) -> bool:
@@ -41,27 +34,18 @@ def conv2d_forward(x, w, b, p):
     bias = np.zeros(0, x.dtype) if b is None else b
     if uses_direct_loops(w.shape, p.groups):
         with _numba_runtime.parallel_region():
-            _numba_conv.conv_forward_direct(x, w, bias, b is not None, _conv_geom(p), out)
+            _numba_conv.conv_forward_direct(x, w, bias, b is not None, p.geometry, out)
         return out, None
     k_all = channels * w.shape[2] * w.shape[3]
     workspace = scratch("numba.cols", (threads * k_all * p.out_h * p.out_w,), x.dtype)
     with inner_blas_single_threaded(), _numba_runtime.parallel_region():
-        _numba_conv.conv_forward_gemm(x, w, bias, b is not None, _conv_geom(p), out, workspace)
+        _numba_conv.conv_forward_gemm(x, w, bias, b is not None, p.geometry, p.is_pointwise, out, workspace)
     return out, None
-
-
-# A GEMM whose inner dimension is this short loses much of its speed to packing overhead, so
-# backward lays this many output positions side by side (several samples when images are small).
-MIN_GEMM_COLUMNS = 256
-
-
-# More blocks than threads lets an idle thread take over work when a core is busy elsewhere.
-BLOCKS_PER_THREAD = 4
 
 
 def backward_step(n_batch, positions, bytes_per_sample, threads) -> int:
     """Samples per GEMM in conv backward: enough columns, all blocks within the workspace limit."""
-    wanted = -(-MIN_GEMM_COLUMNS // positions)
+    wanted = -(-_tuning.NUMBA_BACKWARD_MIN_GEMM_COLUMNS // positions)
     return max(1, min(wanted, batch_chunk(n_batch, threads * bytes_per_sample)))
 
 
@@ -70,7 +54,7 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     n_batch, channels = x.shape[:2]
     n_filters = w.shape[0]
     dx = np.empty_like(x)
-    geom = _conv_geom(p)
+    geom = p.geometry
     if uses_direct_loops(w.shape, p.groups):
         dw = np.empty_like(w)
         db = np.empty(n_filters, x.dtype)
@@ -81,8 +65,8 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
 
     positions = p.out_h * p.out_w
     k_all = channels * w.shape[2] * w.shape[3]
-    blocks = min(n_batch, BLOCKS_PER_THREAD * threads)
-    pointwise = is_pointwise(w.shape, p)
+    blocks = min(n_batch, _tuning.WORK_ITEMS_PER_THREAD * threads)
+    pointwise = p.is_pointwise
     step = 1 if pointwise else backward_step(n_batch, positions, (k_all + n_filters) * positions * x.itemsize, threads)
     cols_space = scratch("numba.cols", (threads * k_all * step * positions,), x.dtype)
     dout_space = scratch("numba.dout", (threads * n_filters * step * positions,), x.dtype)
@@ -90,7 +74,7 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     dw_parts = scratch("numba.dw", (blocks, n_filters, w[0].size), x.dtype)
     db_parts = scratch("numba.db", (blocks, n_filters), x.dtype)
     with inner_blas_single_threaded(), _numba_runtime.parallel_region():
-        _numba_conv.conv_backward_gemm(x, w, dout, geom, blocks, step, dx, dw_parts, db_parts,
+        _numba_conv.conv_backward_gemm(x, w, dout, geom, pointwise, blocks, step, dx, dw_parts, db_parts,
                                        cols_space, dout_space)
     dw = dw_parts.sum(axis=0).reshape(w.shape)
     return dx, dw, db_parts.sum(axis=0) if has_bias else None
@@ -148,7 +132,7 @@ def precompile(parts, direct: bool = False) -> None:
         x = np.zeros((1, 4, 3, 3), dtype)
         if part in ("conv_forward", "conv_backward"):
             for w_shape in ((4, 4, 2, 2),) + (((4, 1, 2, 2),) if direct else ()):
-                w, p = np.zeros(w_shape, dtype), ConvParams(1, 1, 0, 0, 1, 1, 4 // w_shape[1], 2, 2)
+                w, p = np.zeros(w_shape, dtype), ConvParams(1, 1, 0, 0, 1, 1, 4 // w_shape[1], 2, 2, 2, 2)
                 if part == "conv_forward":
                     conv2d_forward(x, w, None, p)
                 else:
@@ -181,7 +165,7 @@ def max_pool2d_forward(x, p):
     out = np.empty(shape, x.dtype)
     argmax = np.empty(shape, _argmax_dtype(*x.shape[2:]))
     with _numba_runtime.parallel_region():
-        _numba_pool.max_pool_forward(x, _pool_geom(p), out, argmax)
+        _numba_pool.max_pool_forward(x, p.geometry, out, argmax)
     return out, argmax
 
 
@@ -197,7 +181,7 @@ def avg_pool2d_forward(x, p):
     _numba_runtime.use_threads()
     out = np.empty((x.shape[0], x.shape[1], p.out_h, p.out_w), x.dtype)
     with _numba_runtime.parallel_region():
-        _numba_pool.avg_pool_forward(x, _pool_geom(p), out)
+        _numba_pool.avg_pool_forward(x, p.geometry, out)
     return out, None
 
 
@@ -205,7 +189,7 @@ def avg_pool2d_backward(dout, x, ctx, p):
     _numba_runtime.use_threads()
     dx = np.empty_like(x)
     with _numba_runtime.parallel_region():
-        _numba_pool.avg_pool_backward(dout, _pool_geom(p), dx)
+        _numba_pool.avg_pool_backward(dout, p.geometry, dx)
     return dx
 
 
