@@ -1,6 +1,7 @@
 """pytest-benchmark setup: fastconv's machine facts in saved runs, the `quick` marker, shared references."""
 from functools import lru_cache
 
+from fastconv.bench import runner
 from fastconv.bench import workloads as wl
 
 USABLE = wl.usable_backends()
@@ -27,6 +28,4 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def inputs_and_reference(workload: wl.Workload):
     """(inputs, reference backend name or None, reference outputs or None) for ``workload``."""
     arrays = workload.inputs()
-    reference = wl.reference_backend(workload, USABLE)
-    expected = wl.make_call(workload, reference, arrays)() if reference else None
-    return arrays, reference, expected
+    return (arrays, *runner.reference_outputs(workload, USABLE, arrays))

@@ -1,4 +1,4 @@
-"""Every backend (and PyTorch) on every workload: checked against the reference, then timed.
+"""Every backend (and PyTorch) on every workload, training steps included: checked, then timed.
 
 On conv forward, `gemm` (numpy's matrix product of the conv's GEMM size) is timed beside them
 as the BLAS yardstick; it computes no conv, so it is not checked.
@@ -10,6 +10,7 @@ as the BLAS yardstick; it computes no conv, so it is not checked.
 import pytest
 
 import fastconv
+from fastconv.bench import runner
 from fastconv.bench import workloads as wl
 
 from conftest import USABLE, inputs_and_reference
@@ -27,11 +28,8 @@ def test_kernel(benchmark, workload, backend):
     arrays, reference, expected = inputs_and_reference(workload)
     if reference is None:
         pytest.skip("no verified reference for this large case here (needs im2col or torch)")
-    call = wl.make_call(workload, backend, arrays)
-    outputs = call()  # the warm-up call (JIT compilation, workspaces) is also the one checked
-    assert backend == wl.GEMM or wl.agrees(outputs, expected, workload.dtype, workload.op), (
-        f"{backend} disagrees with {reference}: max abs error {wl.max_abs_error(outputs, expected):.3g}")
-    del outputs
+    call, ok, error = runner.checked_call(workload, backend, arrays, expected)
+    assert ok is not False, f"{backend} disagrees with {reference}: max abs error {error:.3g}"
     benchmark.group = workload.label  # backends side by side in one table per workload
     benchmark.extra_info.update(backend=backend, threads=fastconv.get_num_threads(), reference=reference,
                                 shape=workload.describe(), flops=workload.flops())

@@ -147,3 +147,23 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, backend=None):
 def avg_pool2d_backward(dout, cache):
     """Gradient of :func:`avg_pool2d_forward` with respect to x."""
     return _pool_backward("avg_pool2d", dout, cache)
+
+
+def call_op(op: str, arrays: dict, options: dict, backend, backward: bool = True):
+    """A no-argument callable running ``op`` ("conv2d", "max_pool2d", "avg_pool2d") forward, and
+    backward unless told not to, on ``backend``; it returns every output, (out, dx, dw, db) for a
+    conv. ``arrays``: x (and w, b for a conv) and dout; ``options``: the forward's keyword
+    arguments. What `auto` times its candidates with and `fastconv bench` times backends with."""
+    forward, backward_of = {"conv2d": (conv2d_forward, conv2d_backward),
+                            "max_pool2d": (max_pool2d_forward, max_pool2d_backward),
+                            "avg_pool2d": (avg_pool2d_forward, avg_pool2d_backward)}[op]
+    inputs = (arrays["x"], arrays["w"], arrays["b"]) if op == "conv2d" else (arrays["x"],)
+    dout = arrays["dout"]
+
+    def run() -> tuple:
+        out, cache = forward(*inputs, backend=backend, **options)
+        if not backward:
+            return (out,)
+        grads = backward_of(dout, cache)
+        return (out, *grads) if isinstance(grads, tuple) else (out, grads)
+    return run

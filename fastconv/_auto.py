@@ -221,7 +221,7 @@ def tune(op: str, signature: tuple) -> tuple[str, dict[str, float]]:
     names = [name for name in candidates() if _loads(name)]
     for name in names:  # compile first, in the foreground: this is the time to pay for it
         try:
-            _runner(_registry.get_module(name), op, signature)()
+            _runner(name, op, signature)()
         except Exception:
             pass
     seconds = _measure(names, op, signature) if len(names) > 1 else {names[0]: float("nan")}
@@ -273,7 +273,7 @@ class _Warmer:
                         return
                 continue
             try:
-                _runner(_registry.get_module(name), op, signature)()
+                _runner(name, op, signature)()
             except Exception:  # a backend that cannot run it simply stays out of the choice
                 pass
             finally:
@@ -342,7 +342,7 @@ def _measure(names: list[str], op: str, signature: tuple) -> dict[str, float]:
     step_work = _rest_of_step(op, signature)
     for name in names:
         try:
-            run = _runner(_registry.get_module(name), op, signature)
+            run = _runner(name, op, signature)
             run()  # warm-up: JIT compilation, workspace growth, first touch of fresh pages
         except Exception:
             failed.add(name)
@@ -413,28 +413,26 @@ def _recording_failure(run, name: str, failed: set):
     return guarded
 
 
-def _runner(module, op: str, signature: tuple):
-    """A no-argument function running forward + backward of ``module`` on random inputs."""
-    rng = np.random.default_rng(0)
+def _runner(name: str, op: str, signature: tuple):
+    """A no-argument function running forward + backward of ``op`` on backend ``name`` on random
+    inputs of ``signature`` (a step op: every kernel of its family on tiny inputs)."""
     if op not in MEASURED_OPS:
-        return step_kernels_call(module, op, signature[-1])
+        return step_kernels_call(_registry.get_module(name), op, signature[-1])
+    from ._api import call_op  # the front calls auto: imported when auto first measures
+    rng = np.random.default_rng(0)
     if op == "conv2d":
         x_shape, w_shape, has_bias, p, char = signature
-        x = rng.standard_normal(x_shape).astype(char)
-        w = rng.standard_normal(w_shape).astype(char)
-        b = rng.standard_normal(w_shape[0]).astype(char) if has_bias else None
-        dout = rng.standard_normal((x_shape[0], w_shape[0], p.out_h, p.out_w)).astype(char)
-
-        def run():
-            _, ctx = module.conv2d_forward(x, w, b, p)
-            module.conv2d_backward(dout, x, w, ctx, p, has_bias)
+        arrays = dict(w=rng.standard_normal(w_shape).astype(char),
+                      b=rng.standard_normal(w_shape[0]).astype(char) if has_bias else None)
+        options = dict(stride=(p.stride_h, p.stride_w), padding=(p.pad_h, p.pad_w), dilation=(p.dil_h, p.dil_w),
+                       groups=p.groups)
+        channels = w_shape[0]
     else:
         x_shape, p, char = signature
-        x = rng.standard_normal(x_shape).astype(char)
-        dout = rng.standard_normal((x_shape[0], x_shape[1], p.out_h, p.out_w)).astype(char)
-        forward, backward = getattr(module, op + "_forward"), getattr(module, op + "_backward")
-
-        def run():
-            _, ctx = forward(x, p)
-            backward(dout, x, ctx, p)
-    return run
+        arrays = {}
+        options = dict(kernel_size=(p.kernel_h, p.kernel_w), stride=(p.stride_h, p.stride_w),
+                       padding=(p.pad_h, p.pad_w))
+        channels = x_shape[1]
+    arrays["x"] = rng.standard_normal(x_shape).astype(char)
+    arrays["dout"] = rng.standard_normal((x_shape[0], channels, p.out_h, p.out_w)).astype(char)
+    return call_op(op, arrays, options, name)

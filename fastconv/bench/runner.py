@@ -47,38 +47,47 @@ def medians(workload: wl.Workload, backends, settings: Settings) -> dict[str, fl
     return {name: statistics.median(samples) for name, samples in measure(calls, settings).items()}
 
 
+def reference_outputs(workload: wl.Workload, usable, arrays: dict) -> tuple:
+    """(the reference's name, its outputs) for checking ``workload``; (None, None) without one."""
+    reference = wl.reference_backend(workload, usable)
+    if reference is None:
+        return None, None
+    return reference, wl.make_call(workload, reference, arrays)()
+
+
+def checked_call(workload: wl.Workload, backend: str, arrays: dict, expected) -> tuple:
+    """``backend``'s call on ``workload`` after its first call (the warm-up: JIT compilation,
+    workspaces) was checked: (call, ok, max abs error); ok is None with nothing to check against
+    (no reference, or numpy's GEMM row, which computes no conv). The one check-then-time path of
+    `fastconv bench` and the pytest-benchmark suite; a backend that raises raises here."""
+    call = wl.make_call(workload, backend, arrays)
+    outputs = call()
+    if expected is None or backend == wl.GEMM:
+        return call, None, None
+    return call, wl.agrees(outputs, expected, workload.dtype, workload.op), wl.max_abs_error(outputs, expected)
+
+
 def run_workload(workload: wl.Workload, backends, usable, settings: Settings) -> list[dict]:
     """Check then time ``backends`` on ``workload``; one result record per backend.
 
-    Every backend's first call is its warm-up (JIT compilation, workspace allocation) and
-    also the result checked against the reference. A backend that raises is reported in its
-    record (``error``) rather than stopping the run.
+    Every backend's first call is its warm-up and also the result checked against the
+    reference (``checked_call``). A backend that raises is reported in its record
+    (``error``) rather than stopping the run.
     """
     arrays = workload.inputs()
-    reference = wl.reference_backend(workload, usable)
-    expected = None
-    if reference is not None and reference not in backends:
-        try:
-            expected = wl.make_call(workload, reference, arrays)()
-        except Exception:  # reported as "unchecked": the reference's own row is not being run
-            reference = None
+    try:
+        reference, expected = reference_outputs(workload, usable, arrays)
+    except Exception:  # reported as "unchecked" (a broken reference row shows its own error)
+        reference, expected = None, None
     records = {name: base_record(workload, name, reference) for name in backends}
     calls = {}
-    for name in sorted(backends, key=lambda name: name != reference):  # the reference first
-        record = records[name]
-        call = wl.make_call(workload, name, arrays)
+    for name in backends:
         try:
-            outputs = call()
+            calls[name], ok, error = checked_call(workload, name, arrays, expected)
         except Exception as exc:  # a broken backend must not hide the others' numbers
-            record.update(error=f"{type(exc).__name__}: {exc}", ok=False)
+            records[name].update(error=f"{type(exc).__name__}: {exc}", ok=False)
             continue
-        if name == reference:
-            expected = outputs
-        if expected is not None and name != wl.GEMM:  # GEMM computes something else: nothing to check
-            record["max_abs_error"] = wl.max_abs_error(outputs, expected)
-            record["ok"] = wl.agrees(outputs, expected, workload.dtype, workload.op)
-        del outputs
-        calls[name] = call
+        records[name].update(ok=ok, max_abs_error=error)
     del expected
     for name, samples in measure(calls, settings).items():
         median = statistics.median(samples)

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 import fastconv
-from fastconv import testing
+from fastconv import _api, testing
 
 TORCH = "torch"
 # Peer row on conv forward: numpy's matrix product of the conv's GEMM size (same flop count),
@@ -237,28 +237,13 @@ def make_call(workload: Workload, backend: str, arrays: dict) -> Callable[[], tu
         rng = np.random.default_rng(0)
         a, b = (rng.standard_normal(shape).astype(workload.dtype) for shape in ((rows, inner), (inner, columns)))
         return lambda: (a @ b,)
-    x, dout = arrays["x"], arrays["dout"]
     case = workload.case
     if workload.op in CONV_OPS:
-        w, b = arrays["w"], arrays["b"]
-        conv_args = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
-                         backend=backend)
-        if workload.op == "conv_fwd":
-            return lambda: (fastconv.conv2d_forward(x, w, b, **conv_args)[0],)
-
-        def conv_fwd_bwd():
-            out, cache = fastconv.conv2d_forward(x, w, b, **conv_args)
-            return (out, *fastconv.conv2d_backward(dout, cache))
-        return conv_fwd_bwd
-    forward, backward = {
-        "maxpool_fwd_bwd": (fastconv.max_pool2d_forward, fastconv.max_pool2d_backward),
-        "avgpool_fwd_bwd": (fastconv.avg_pool2d_forward, fastconv.avg_pool2d_backward),
-    }[workload.op]
-
-    def pool_fwd_bwd():
-        out, cache = forward(x, case.kernel_size, case.stride, case.padding, backend=backend)
-        return out, backward(dout, cache)
-    return pool_fwd_bwd
+        options = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
+        return _api.call_op("conv2d", arrays, options, backend, backward=workload.op == "conv_fwd_bwd")
+    op = {"maxpool_fwd_bwd": "max_pool2d", "avgpool_fwd_bwd": "avg_pool2d"}[workload.op]
+    return _api.call_op(op, arrays, dict(kernel_size=case.kernel_size, stride=case.stride, padding=case.padding),
+                        backend)
 
 
 def _torch_call(workload: Workload, arrays: dict, torch) -> Callable[[], tuple]:
