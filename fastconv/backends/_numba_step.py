@@ -68,9 +68,10 @@ def _part(total, parts, t):
 
 
 @jit(parallel=True)
-def affine_forward(x2, w, bias, parts, out):
+def affine_forward(x2, w, w_transposed, bias, out, parts):
     """out = x2 @ w (+ bias, if not empty), its rows cut into ``parts``; w (D, M) is C- or
-    Fortran-ordered. N, D and M are >= 1 (the caller handles empty ones)."""
+    Fortran-ordered (w_transposed: np.dot reads either, so it only keeps cython's arguments).
+    N, D and M are >= 1 (the caller handles empty ones)."""
     n = x2.shape[0]
     for t in prange(parts):
         r0, r1 = _part(n, parts, t), _part(n, parts, t + 1)
@@ -85,14 +86,14 @@ def affine_forward(x2, w, bias, parts, out):
 
 
 @jit(parallel=True)
-def affine_backward(dout, w, left, right, parts, dx2, dw_c):
-    """dx2 = dout @ w.T and dw_c = left.T @ right, the rows of each cut into ``parts``.
-
-    The caller passes (left, right) = (x2, dout) for dw_c = dw, or (dout, x2) for dw_c = dw.T
-    (when w is Fortran-ordered, so that dw has w's order). Either way a part's rows of dw_c
-    need a column block of ``left``, which is copied: np.dot takes no leading dimension, and
-    the copy costs a 1/M (or 1/D) fraction of the GEMM. N, D and M are >= 1.
+def affine_backward(dout, x2, w, w_transposed, dx2, dw_c, parts):
+    """dx2 = dout @ w.T and dw_c = dw (C order), or with w_transposed dw.T (so dw has w's
+    order): dw_c = left.T @ right with (left, right) = (x2, dout), or (dout, x2). The rows of
+    each result are cut into ``parts``; a part's rows of dw_c need a column block of ``left``,
+    which is copied: np.dot takes no leading dimension, and the copy costs a 1/M (or 1/D)
+    fraction of the GEMM. N, D and M are >= 1.
     """
+    left, right = (dout, x2) if w_transposed else (x2, dout)
     n, depth = dout.shape[0], dw_c.shape[0]
     for t in prange(parts):
         r0, r1 = _part(n, parts, t), _part(n, parts, t + 1)
@@ -172,37 +173,41 @@ def batch_norm_eval_forward(x3, scale, shift, relu, out):
 
 
 @jit()
-def _masked(dout, relu_out, relu, i):
-    """dout[i], or 0 where the fused ReLU's output was not positive."""
-    # Both loads first, then a select: a load under a condition makes a branch, and a random
-    # mask mispredicts half of them (measured: 7x slower).
-    value, keep = dout[i], (relu_out[i] > 0) | (not relu)
-    return value if keep else dout.dtype.type(0)
+def _grad_past_relu(dout, relu_flat, base, relu, dy):
+    """dy = dout, zero where the fused ReLU's output (relu_flat[base:], read only with ``relu``)
+    was not positive."""
+    zero = dy.dtype.type(0)
+    for i in range(dy.shape[0]):
+        # The value first, then a select: a load under a condition makes a branch, and a random
+        # mask mispredicts half of them (measured: 7x slower).
+        value = dout[i]
+        dy[i] = value if not relu or relu_flat[base + i] > 0 else zero
 
 
 @jit()
-def _grad_sums(dout, x, relu_out, relu, center, lanes_dy, lanes_dyx):
-    """(sum(dy), sum(dy * (x - center))) over one run, dy being dout through the ReLU mask."""
+def _grad_sums(dy, x, center, lanes_dy, lanes_dyx):
+    """(sum(dy), sum(dy * (x - center))) over one run."""
     lanes_dy[:] = 0
     lanes_dyx[:] = 0
     body = x.shape[0] - x.shape[0] % 8
     for i in range(0, body, 8):
         for u in range(8):
-            dy = _masked(dout, relu_out, relu, i + u)
-            lanes_dy[u] += dy
-            lanes_dyx[u] += dy * (x[i + u] - center)
+            lanes_dy[u] += dy[i + u]
+            lanes_dyx[u] += dy[i + u] * (x[i + u] - center)
     for i in range(body, x.shape[0]):
-        dy = _masked(dout, relu_out, relu, i)
-        lanes_dy[0] += dy
-        lanes_dyx[0] += dy * (x[i] - center)
+        lanes_dy[0] += dy[i]
+        lanes_dyx[0] += dy[i] * (x[i] - center)
     return _combine(lanes_dy), _combine(lanes_dyx)
 
 
 @jit(parallel=True)
-def batch_norm_backward(dout3, x3, relu_out, relu, mean, inv_std, gamma, training, dx, dgamma, dbeta):
-    """dx, dgamma, dbeta of batch norm, through its ReLU when ``relu`` (relu_out: the forward
-    output); training: the statistics were the batch's, else constants."""
+def batch_norm_backward(dout3, x3, relu_flat, mean, inv_std, gamma, training, dx, dgamma, dbeta):
+    """dx, dgamma, dbeta of batch norm, through its ReLU when relu_flat (the flat forward
+    output) is not empty; training: the statistics were the batch's, else constants. dx holds
+    the gradient reaching the batch norm first (as the cython kernel): a channel's rows stay
+    in cache between the passes."""
     n_batch, channels, length = x3.shape
+    relu = relu_flat.shape[0] > 0
     real = x3.dtype.type
     count = real(n_batch * length)
     for c in prange(channels):
@@ -211,7 +216,8 @@ def batch_norm_backward(dout3, x3, relu_out, relu, mean, inv_std, gamma, trainin
         sum_dy = 0.0
         sum_dyx = 0.0
         for n in range(n_batch):
-            dy, dyx = _grad_sums(dout3[n, c], x3[n, c], relu_out[n, c], relu, center, lanes_dy, lanes_dyx)
+            _grad_past_relu(dout3[n, c], relu_flat, (n * channels + c) * length, relu, dx[n, c])
+            dy, dyx = _grad_sums(dx[n, c], x3[n, c], center, lanes_dy, lanes_dyx)
             sum_dy += dy
             sum_dyx += dyx
         sum_dy_c, sum_dyx_c = real(sum_dy), real(sum_dyx * inv)  # the latter = sum(dy * x_hat)
@@ -219,13 +225,12 @@ def batch_norm_backward(dout3, x3, relu_out, relu, mean, inv_std, gamma, trainin
         scale = gamma[c] * inv
         k = scale / count
         for n in range(n_batch):
-            grad, src, mask, dst = dout3[n, c], x3[n, c], relu_out[n, c], dx[n, c]
+            src, dst = x3[n, c], dx[n, c]
             for i in range(src.shape[0]):
-                dy = _masked(grad, mask, relu, i)
                 if training:  # dx = gamma * inv_std / M * (M * dy - sum(dy) - x_hat * sum(dy * x_hat))
-                    dst[i] = k * (count * dy - sum_dy_c - (src[i] - center) * inv * sum_dyx_c)
+                    dst[i] = k * (count * dst[i] - sum_dy_c - (src[i] - center) * inv * sum_dyx_c)
                 else:  # the statistics are constants
-                    dst[i] = dy * scale
+                    dst[i] = dst[i] * scale
 
 
 # -------------------------------------------------------------------------------- the loss

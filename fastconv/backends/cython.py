@@ -46,6 +46,7 @@ import numpy as np
 from .. import _tuning
 from .._threads import get_num_threads, inner_blas_single_threaded
 from . import _cy_runtime, _workspace
+from ._compiled_step import CompiledStepKernels
 
 
 _cy_conv, _cy_pool, _cy_winograd = _cy_runtime._cy_conv, _cy_runtime._cy_pool, _cy_runtime._cy_winograd
@@ -299,6 +300,5 @@ def avg_pool2d_backward(dout, x, ctx, p):
 
 
 # ------------------------------------------------------------- the rest of a training step
-from ._cy_step import (adam_update, affine_backward, affine_forward, batch_norm_backward,  # noqa: E402,F401
-                       batch_norm_eval_forward, batch_norm_train_forward, relu_backward, relu_forward,
-                       rmsprop_update, sgd_momentum_update, sgd_update, softmax_cross_entropy)
+CompiledStepKernels(_cy_runtime._cy_layers, lambda kernel, threads, *args: _run(kernel, *args, threads),
+                    _cy_runtime.team_for).export(globals())

@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import _tuning
 from .._threads import inner_blas_single_threaded, threads_for
-from .._tuning import GRAIN_ELEMENTS, GRAIN_FLOPS
 from . import _numba_conv, _numba_pool, _numba_runtime, _numba_step
+from ._compiled_step import CompiledStepKernels
 from ._workspace import batch_chunk, scratch
 
 build_info = _numba_runtime.build_info
@@ -194,113 +194,10 @@ def avg_pool2d_backward(dout, x, ctx, p):
 
 
 # ------------------------------------------------------------ the rest of a training step
-# Each call runs on as many threads as its work is worth (fastconv._threads), down to the
-# calling thread alone for small tensors.
-def _run(kernel, threads: int, *args) -> None:
-    _numba_step.use_threads(threads)
+def _run_step(kernel, threads: int, *args) -> None:
+    _numba_step.use_threads(threads)  # small calls leave the pool asleep
     with _numba_runtime.parallel_region():
         kernel(*args)
 
 
-def _elementwise_threads(size: int) -> int:
-    return threads_for(size, GRAIN_ELEMENTS)
-
-
-def relu_forward(x):
-    out = np.empty_like(x)
-    _run(_numba_step.relu_forward, _elementwise_threads(x.size), x.reshape(-1), out.reshape(-1))
-    return out
-
-
-def relu_backward(dout, out):
-    dx = np.empty_like(dout)
-    _run(_numba_step.relu_backward, _elementwise_threads(dout.size), dout.reshape(-1), out.reshape(-1),
-         dx.reshape(-1))
-    return dx
-
-
-def _affine_threads(n: int, depth: int, m: int, rows: int) -> int:
-    """Threads for GEMMs of 2*n*depth*m flops cut into parts by rows (n, or ``rows`` of dw)."""
-    return min(threads_for(2.0 * n * depth * m, GRAIN_FLOPS), max(n, rows))
-
-
-def affine_forward(x2, w, b):
-    n, depth = x2.shape
-    m = w.shape[1]
-    out = np.empty((n, m), x2.dtype)
-    if n == 0 or m == 0 or depth == 0:
-        out[...] = 0 if b is None else b
-        return out
-    threads = _affine_threads(n, depth, m, n)
-    with inner_blas_single_threaded():
-        _run(_numba_step.affine_forward, threads, x2, w, np.empty(0, x2.dtype) if b is None else b, threads, out)
-    return out
-
-
-def affine_backward(dout, x2, w, has_bias):
-    n, depth = x2.shape
-    m = w.shape[1]
-    # dw in w's memory order: a Fortran-ordered w (a transposed (M, D) array) gets dw = dw_c.T.
-    transposed = not w.flags.c_contiguous
-    dx2 = np.empty_like(x2)
-    dw_c = np.empty((m, depth) if transposed else (depth, m), x2.dtype)
-    if n == 0 or m == 0 or depth == 0:
-        dx2[...] = 0
-        dw_c[...] = 0
-    else:
-        left, right = (dout, x2) if transposed else (x2, dout)
-        threads = _affine_threads(n, depth, m, dw_c.shape[0])
-        with inner_blas_single_threaded():
-            _run(_numba_step.affine_backward, threads, dout, w, left, right, threads, dx2, dw_c)
-    return dx2, dw_c.T if transposed else dw_c, dout.sum(axis=0) if has_bias else None
-
-
-def _channel_threads(x3) -> int:
-    return min(_elementwise_threads(x3.size), x3.shape[1])
-
-
-def batch_norm_train_forward(x3, gamma, beta, eps, relu):
-    out = np.empty_like(x3)
-    mean = np.empty(x3.shape[1], x3.dtype)
-    var = np.empty(x3.shape[1], x3.dtype)
-    _run(_numba_step.batch_norm_train_forward, _channel_threads(x3), x3, gamma, beta, eps, relu, out, mean, var)
-    return out, mean, var
-
-
-def batch_norm_eval_forward(x3, scale, shift, relu):
-    out = np.empty_like(x3)
-    _run(_numba_step.batch_norm_eval_forward, _elementwise_threads(x3.size), x3, scale, shift, relu, out)
-    return out
-
-
-def batch_norm_backward(dout3, x3, relu_out, mean, inv_std, gamma, training):
-    dx = np.empty_like(x3)
-    dgamma = np.empty(x3.shape[1], x3.dtype)
-    dbeta = np.empty(x3.shape[1], x3.dtype)
-    relu = relu_out is not None  # without the ReLU, x3 stands in for the unread mask
-    _run(_numba_step.batch_norm_backward, _channel_threads(x3), dout3, x3, relu_out if relu else x3, relu, mean,
-         inv_std, gamma, training, dx, dgamma, dbeta)
-    return dx, dgamma, dbeta
-
-
-def softmax_cross_entropy(scores, y):
-    losses = np.empty(scores.shape[0], scores.dtype)
-    dscores = np.empty_like(scores)
-    _run(_numba_step.softmax_cross_entropy, _elementwise_threads(scores.size), scores, y, losses, dscores)
-    return losses, dscores
-
-
-def sgd_update(w, dw, lr):
-    _run(_numba_step.sgd_update, _elementwise_threads(w.size), w, dw, lr)
-
-
-def sgd_momentum_update(w, dw, velocity, lr, momentum):
-    _run(_numba_step.sgd_momentum_update, _elementwise_threads(w.size), w, dw, velocity, lr, momentum)
-
-
-def rmsprop_update(w, dw, cache, lr, decay, eps):
-    _run(_numba_step.rmsprop_update, _elementwise_threads(w.size), w, dw, cache, lr, decay, eps)
-
-
-def adam_update(w, dw, m, v, lr, beta1, beta2, eps, bias1, bias2):
-    _run(_numba_step.adam_update, _elementwise_threads(w.size), w, dw, m, v, lr, beta1, beta2, eps, bias1, bias2)
+CompiledStepKernels(_numba_step, _run_step, threads_for).export(globals())
