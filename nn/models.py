@@ -2,6 +2,7 @@
 and ModuleClassifier (any module-API network, seen the same way so the Solver can train it)."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import MutableMapping
 
 import numpy as np
@@ -10,7 +11,19 @@ from .layers import (affine_backward, affine_forward, affine_relu_backward, affi
                      batchnorm_backward_alt, batchnorm_forward, conv_relu_pool_backward, conv_relu_pool_forward,
                      dropout_backward, dropout_forward, relu_backward, relu_forward, softmax_loss)
 
-__all__ = ["ThreeLayerConvNet", "FullyConnectedNet", "ModuleClassifier"]
+__all__ = ["ThreeLayerConvNet", "FullyConnectedNet", "ModuleClassifier", "seeded_global_rng"]
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int):
+    """The CS231n models draw their init from np.random (as CS231n's do): seed it for one
+    construction, then put the caller's state back."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _float_dtype(dtype) -> np.dtype:

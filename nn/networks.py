@@ -81,17 +81,6 @@ def _layer_macs(network: Network) -> list[float]:
     return macs + [c * h * w * 10]
 
 
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int):
-    """The CS231n models draw their init from np.random: seed it for them, then put it back."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
 def batches(network: Network, dtype) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(SEED)
     return [(rng.standard_normal((network.batch, *network.input_dim)).astype(dtype),
@@ -113,9 +102,9 @@ class NNThreeLayer(_Trainer):
     """nn.models.ThreeLayerConvNet, updated the way nn.solver.Solver does (nn.optim.adam per parameter)."""
 
     def __init__(self, network: Network, dtype):
-        from nn.models import ThreeLayerConvNet
+        from nn.models import ThreeLayerConvNet, seeded_global_rng
         from nn.optim import adam
-        with _seeded_global_rng(SEED):
+        with seeded_global_rng(SEED):
             self.model = ThreeLayerConvNet(dtype=dtype, weight_scale=1e-2, **THREE_LAYER[network.name])
         self.adam = adam
         self.configs = {name: {"learning_rate": 1e-3} for name in self.model.params}

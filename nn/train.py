@@ -37,21 +37,10 @@ def configure(parser) -> None:
                         help="save loss and train/val accuracy curves (needs matplotlib: pip install 'fastconv[plot]')")
 
 
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int):
-    """The CS231n models draw their init from np.random: seed it for them, then put it back."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
 def build_model(name: str, seed: int):
     """The model ``--model name`` asks for, initialized from ``seed``."""
     import nn
-    from nn.models import FullyConnectedNet, ModuleClassifier, ThreeLayerConvNet
+    from nn.models import FullyConnectedNet, ModuleClassifier, ThreeLayerConvNet, seeded_global_rng
 
     if name == "cnn":
         rng = np.random.default_rng(seed)
@@ -61,7 +50,7 @@ def build_model(name: str, seed: int):
             nn.Conv2d(8, 16, 3, padding=1, bias=False, rng=rng), nn.BatchNorm2d(16), nn.ReLU(),
             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 64, rng=rng), nn.ReLU(),
             nn.Linear(64, 10, rng=rng)))
-    with _seeded_global_rng(seed):
+    with seeded_global_rng(seed):
         if name == "convnet":
             return ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=16, filter_size=3, hidden_dim=64,
                                      weight_scale=0.1, dtype=np.float32)

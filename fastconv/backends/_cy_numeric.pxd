@@ -19,24 +19,11 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta, c, &ldc)
 
 
-cdef inline floating _sum(const floating* values, Py_ssize_t count) noexcept nogil:
-    # In 8 interleaved partial sums, combined in a fixed order: one running sum would wait on
-    # each add's latency (measured: the bias gradient of cs231n-s2 took a quarter of backward).
-    cdef floating lanes[8]
-    cdef Py_ssize_t i, body = count - count % 8
-    cdef int u
-    for u in range(8):
-        lanes[u] = 0
-    for i in range(0, body, 8):
-        for u in range(8):
-            lanes[u] += values[i + u]
-    for i in range(body, count):
-        lanes[0] += values[i]
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-
-
-cdef inline floating _sum_sq_dev(const floating* values, Py_ssize_t count, floating center) noexcept nogil:
-    # sum((v - center)^2) in 8 interleaved partial sums, combined in a fixed order (as _sum).
+cdef inline floating _sum_dev(const floating* values, Py_ssize_t count, floating center,
+                              bint squared) noexcept nogil:
+    # sum(v - center), or sum((v - center)^2) when squared, in 8 interleaved partial sums combined
+    # in a fixed order: one running sum would wait on each add's latency (measured: the bias
+    # gradient of cs231n-s2 took a quarter of backward). Inlined with constant arguments.
     cdef floating lanes[8]
     cdef floating d
     cdef Py_ssize_t i, body = count - count % 8
@@ -46,11 +33,19 @@ cdef inline floating _sum_sq_dev(const floating* values, Py_ssize_t count, float
     for i in range(0, body, 8):
         for u in range(8):
             d = values[i + u] - center
-            lanes[u] += d * d
+            lanes[u] += d * d if squared else d
     for i in range(body, count):
         d = values[i] - center
-        lanes[0] += d * d
+        lanes[0] += d * d if squared else d
     return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+
+
+cdef inline floating _sum(const floating* values, Py_ssize_t count) noexcept nogil:
+    return _sum_dev(values, count, 0, False)
+
+
+cdef inline floating _sum_sq_dev(const floating* values, Py_ssize_t count, floating center) noexcept nogil:
+    return _sum_dev(values, count, center, True)
 
 
 cdef inline void _valid_range(int offset, int size, int out_size, int stride, int* lo, int* hi) noexcept nogil:
