@@ -31,12 +31,11 @@ def signatures(cases=None, dtypes=None) -> list[tuple[str, str, tuple]]:
         case, dtype = workload.case, np.dtype(workload.dtype)
         x = np.empty(case.x_shape, dtype)
         if workload.op in wl.CONV_OPS:
-            w = np.empty(case.w_shape, dtype)
-            x, w, b, p = _validate.conv2d_args(x, w, np.empty(case.w_shape[0], dtype), case.stride,
-                                               case.padding, case.dilation, case.groups)
+            b = np.empty(case.w_shape[0], dtype) if case.bias else None
+            x, w, b, p = _validate.conv2d_args(x, np.empty(case.w_shape, dtype), b, **case.kwargs())
             op, signature = "conv2d", _api.conv2d_signature(x, w, b, p)
         else:
-            x, p = _validate.pool2d_args(x, case.kernel_size, case.stride, case.padding)
+            x, p = _validate.pool2d_args(x, **case.kwargs())
             op = "max_pool2d" if workload.op == "maxpool_fwd_bwd" else "avg_pool2d"
             signature = _api.pool2d_signature(x, p)
         found.setdefault((op, signature), f"{case.name} {op} {workload.dtype}")

@@ -2,9 +2,10 @@
 
 The quick mode (the default, run in CI) checks a small case against naive and two suite shapes
 against im2col (shapes where the compiled backends lead by 1.4x or more on a quiet machine, so
-the check is about regressions, not noise); FASTCONV_FULL_SPEEDUPS=1 checks the whole 8-shape suite in both dtypes with more
-repeats. The floors are far below the measured speedups so that a busy 2-core machine does not
-fail them; a ratio under its floor is measured once more before the test fails.
+the check is about regressions, not noise); FASTCONV_FULL_SPEEDUPS=1 checks the whole 8-shape
+suite in both dtypes with more repeats. The floors are far below the measured speedups so that a
+busy 2-core machine does not fail them; a ratio under its floor is measured once more before the
+test fails.
 """
 import os
 from functools import lru_cache
@@ -12,7 +13,7 @@ from functools import lru_cache
 import pytest
 
 import fastconv
-from fastconv import testing
+from fastconv.cases import CONV_SMALL, CONV_SUITE
 from fastconv.bench import runner
 from fastconv.bench import workloads as wl
 
@@ -22,8 +23,8 @@ COMPILED = [name for name in BACKENDS if name not in ("naive", "im2col")]
 OVER_NAIVE = {"im2col": 20.0, **{name: 20.0 for name in COMPILED}}  # measured: hundreds to thousands
 OVER_IM2COL = 0.8  # compiled backends are meant to beat im2col; 0.8 leaves room for noise
 
-SMALL = wl.Workload(testing.CONV_SMALL[0], "conv_fwd_bwd", "float64")  # x (10,3,31,31), stride 2, pad 1
-LARGE = [wl.Workload(case, "conv_fwd_bwd", dtype) for case in testing.CONV_SUITE for dtype in wl.DTYPES] if FULL \
+SMALL = wl.Workload(CONV_SMALL[0], "conv_fwd_bwd", "float64")  # x (10,3,31,31), stride 2, pad 1
+LARGE = [wl.Workload(case, "conv_fwd_bwd", dtype) for case in CONV_SUITE for dtype in wl.DTYPES] if FULL \
     else [wl.Workload(wl.cases_by_name()["cs231n-s2"], "conv_fwd_bwd", "float64"),
           wl.Workload(wl.cases_by_name()["lenet-c1"], "conv_fwd_bwd", "float32")]
 # naive takes about a second per call on SMALL: a few rounds show a 20x gap plainly.

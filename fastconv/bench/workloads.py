@@ -9,7 +9,8 @@ from typing import Callable
 import numpy as np
 
 import fastconv
-from fastconv import _api, testing
+from fastconv import _api
+from fastconv.cases import CONV_SMALL, CONV_SUITE, POOL_SMALL, POOL_SUITE, ConvCase, assert_results_close
 
 TORCH = "torch"
 # Peer row on conv forward: numpy's matrix product of the conv's GEMM size (same flop count),
@@ -44,8 +45,8 @@ def families() -> dict:
 TRAIN_STEP = "train_step"  # nn's training steps, the headline workloads when nn is installed
 KERNEL_OPS = CONV_OPS + POOL_OPS
 
-CONV_CASES = testing.CONV_SMALL + testing.CONV_SUITE
-POOL_CASES = testing.POOL_SMALL + testing.POOL_SUITE
+CONV_CASES = CONV_SMALL + CONV_SUITE
+POOL_CASES = POOL_SMALL + POOL_SUITE
 
 
 def all_ops() -> tuple[str, ...]:
@@ -59,7 +60,7 @@ def cases_by_name() -> dict:
     found.update({case.name: case for case in CONV_CASES + POOL_CASES})
     return found
 # `naive` is the reference here and is too slow for anything bigger.
-SMALL_CASES = frozenset(case.name for case in testing.CONV_SMALL + testing.POOL_SMALL)
+SMALL_CASES = frozenset(case.name for case in CONV_SMALL + POOL_SMALL)
 
 # --quick: the naive reference on small cases, two training steps beside PyTorch, then headline
 # kernel shapes, kept cheap enough for a minute on a fresh install, Numba compiling included
@@ -80,7 +81,7 @@ QUICK = (
 class Workload:
     """One table of the report: a shape case, an operation and a dtype."""
 
-    case: object  # testing.ConvCase, testing.PoolCase, or a case of a workload family
+    case: object  # cases.ConvCase, cases.PoolCase, or a case of a workload family
     op: str
     dtype: str
 
@@ -112,9 +113,7 @@ class Workload:
             return self.family.flops(self.case)
         if self.op in CONV_OPS:
             return self.case.flops() * (3 if self.op == "conv_fwd_bwd" else 1)
-        n, c, _, _ = self.case.x_shape
-        out_h, out_w = pool_out_size(self.case)
-        return 2.0 * n * c * out_h * out_w * self.case.kernel_size ** 2
+        return 2 * self.case.flops()
 
     def describe(self) -> str:
         c = self.case
@@ -129,20 +128,12 @@ class Workload:
         dtype = np.dtype(self.dtype)
         if self.family is not None:
             return {}  # a family's call makes its own inputs
-        if self.op in CONV_OPS:
-            x, w, b, dout = testing.conv_inputs(self.case, dtype, seed=seed)
-            return dict(x=x, w=w, b=b, dout=dout)
-        x, dout = testing.pool_inputs(self.case, dtype, seed=seed)
-        return dict(x=x, dout=dout)
+        names = ("x", "w", "b", "dout") if self.op in CONV_OPS else ("x", "dout")
+        return dict(zip(names, self.case.inputs(dtype, seed)))
 
 
 def _dims(shape) -> str:
     return "(" + ",".join(map(str, shape)) + ")"
-
-
-def pool_out_size(case: testing.PoolCase) -> tuple:
-    n = [(size + 2 * case.padding - case.kernel_size) // case.stride + 1 for size in case.x_shape[2:]]
-    return tuple(n)
 
 
 def all_workloads() -> list[Workload]:
@@ -205,10 +196,11 @@ def runs_on(workload: Workload, backend: str) -> bool:
     return True
 
 
-def gemm_shape(case: testing.ConvCase) -> tuple:
+def gemm_shape(case: ConvCase) -> tuple:
     """(rows, inner, columns) of the matrix product a conv forward amounts to: (F, C*KH*KW, N*OH*OW)."""
     f, c, kh, kw = case.w_shape
-    return f, c * kh * kw, round(case.flops() / (2 * f * c * kh * kw))
+    n, _, out_h, out_w = case.out_shape()
+    return f, c * kh * kw, n * out_h * out_w
 
 
 def reference_backend(workload: Workload, usable) -> str | None:
@@ -237,13 +229,9 @@ def make_call(workload: Workload, backend: str, arrays: dict) -> Callable[[], tu
         rng = np.random.default_rng(0)
         a, b = (rng.standard_normal(shape).astype(workload.dtype) for shape in ((rows, inner), (inner, columns)))
         return lambda: (a @ b,)
-    case = workload.case
-    if workload.op in CONV_OPS:
-        options = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
-        return _api.call_op("conv2d", arrays, options, backend, backward=workload.op == "conv_fwd_bwd")
-    op = {"maxpool_fwd_bwd": "max_pool2d", "avgpool_fwd_bwd": "avg_pool2d"}[workload.op]
-    return _api.call_op(op, arrays, dict(kernel_size=case.kernel_size, stride=case.stride, padding=case.padding),
-                        backend)
+    op = {"conv_fwd": "conv2d", "conv_fwd_bwd": "conv2d", "maxpool_fwd_bwd": "max_pool2d",
+          "avgpool_fwd_bwd": "avg_pool2d"}[workload.op]
+    return _api.call_op(op, arrays, workload.case.kwargs(), backend, backward=workload.op != "conv_fwd")
 
 
 def _torch_call(workload: Workload, arrays: dict, torch) -> Callable[[], tuple]:
@@ -256,7 +244,7 @@ def _torch_call(workload: Workload, arrays: dict, torch) -> Callable[[], tuple]:
 
         def conv_fwd():
             with torch.no_grad():
-                return (functional.conv2d(x, w, b, case.stride, case.padding, case.dilation, case.groups).numpy(),)
+                return (functional.conv2d(x, w, b, **case.kwargs()).numpy(),)
         return conv_fwd
     for tensor in tensors.values():
         tensor.requires_grad_()
@@ -264,14 +252,13 @@ def _torch_call(workload: Workload, arrays: dict, torch) -> Callable[[], tuple]:
     if workload.op == "conv_fwd_bwd":
         def forward():
             x, w, b = tensors["x"], tensors["w"], tensors.get("b")
-            return functional.conv2d(x, w, b, case.stride, case.padding, case.dilation, case.groups)
+            return functional.conv2d(x, w, b, **case.kwargs())
     elif workload.op == "maxpool_fwd_bwd":
         def forward():
-            return functional.max_pool2d(inputs[0], case.kernel_size, case.stride, case.padding)
+            return functional.max_pool2d(inputs[0], **case.kwargs())
     else:
         def forward():
-            return functional.avg_pool2d(inputs[0], case.kernel_size, case.stride, case.padding,
-                                         count_include_pad=True)
+            return functional.avg_pool2d(inputs[0], **case.kwargs(), count_include_pad=True)
 
     def fwd_bwd():
         out = forward()
@@ -294,18 +281,12 @@ def max_abs_error(outputs: tuple, expected: tuple) -> float:
 
 
 def agrees(outputs: tuple, expected: tuple, dtype, op: str | None = None) -> bool:
-    """Whether every output matches the reference within fastconv.testing's per-dtype tolerance
-    (for a family's workload: as the family decides)."""
+    """Whether the outputs match the reference's as fastconv.cases.assert_results_close says (the
+    per-dtype tolerance); for a family's workload: as the family decides."""
     if op in families():
         return families()[op].agrees(outputs, expected, dtype)
-    if len(outputs) != len(expected):
-        return False
     try:
-        for actual, wanted in zip(outputs, expected):
-            if (actual is None) != (wanted is None):
-                return False
-            if actual is not None:
-                testing.assert_close(np.asarray(actual), np.asarray(wanted), dtype=dtype)
+        assert_results_close(outputs, expected, dtype=dtype)
     except AssertionError:
         return False
     return True
