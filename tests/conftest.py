@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv.testing import DTYPES, fast_backends
 
 BACKENDS = fastconv.available_backends()
-DTYPES = (np.float32, np.float64)
-# Backends compared against the naive reference (comparing naive with itself proves nothing).
-FAST_BACKENDS = tuple(name for name in BACKENDS if name != "naive")
+FAST_BACKENDS = fast_backends()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -44,3 +43,4 @@ def own_autotune_file(tmp_path_factory):
         del os.environ["FASTCONV_AUTOTUNE_CACHE"]
     else:
         os.environ["FASTCONV_AUTOTUNE_CACHE"] = previous
+

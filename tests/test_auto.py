@@ -13,7 +13,8 @@ import pytest
 import fastconv
 from fastconv import _auto, _registry, _timing, _tuning_store
 from fastconv._params import ConvParams, PoolParams
-from fastconv.testing import CONV_SMALL, assert_close, conv_inputs
+from fastconv.cases import CONV_SMALL, assert_results_close
+from fastconv.testing import case_id, naive_results
 
 BIG_CONV = ((8, 16, 32, 32), (16, 16, 3, 3), True, ConvParams(1, 1, 1, 1, 1, 1, 1, 32, 32, 3, 3), "f")
 SMALL_CONV = ((1, 1, 4, 4), (1, 1, 2, 2), False, ConvParams(1, 1, 0, 0, 1, 1, 1, 3, 3, 2, 2), "d")
@@ -145,18 +146,14 @@ def test_real_measurement_returns_finite_times():
         assert all(np.isfinite(t) and t > 0 for t in seconds.values())
 
 
-@pytest.mark.parametrize("case", CONV_SMALL, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", CONV_SMALL, ids=case_id)
 def test_auto_results_match_naive(case, dtype, monkeypatch):
     monkeypatch.setattr(_auto, "MEASURE_MIN_FLOPS", 0.0)  # force the measured path
     monkeypatch.setattr(_auto, "MEASURE_SAMPLES", 1)
-    x, w, b, dout = conv_inputs(case, dtype)
-    args = (case.stride, case.padding, case.dilation, case.groups)
-    out, cache = fastconv.conv2d_forward(x, w, b, *args, backend="auto")
+    x, w, b, dout = case.inputs(dtype)
+    out, cache = fastconv.conv2d_forward(x, w, b, **case.kwargs(), backend="auto")
     assert cache.backend in fastconv.available_backends()
-    got = (out, *fastconv.conv2d_backward(dout, cache))
-    ref_out, ref_cache = fastconv.conv2d_forward(x, w, b, *args, backend="naive")
-    for a, e in zip(got, (ref_out, *fastconv.conv2d_backward(dout, ref_cache))):
-        assert_close(a, e)
+    assert_results_close((out, *fastconv.conv2d_backward(dout, cache)), naive_results(case, dtype))
 
 
 def fake_runners(monkeypatch, sleep_by_name):

@@ -1,153 +1,114 @@
 """The cython backend: read-only inputs, tiling and chunking, determinism, threads, fork, build facts."""
 import multiprocessing
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import fastconv
 from fastconv import _registry, _tuning
-from fastconv.testing import CONV_SMALL, POOL_SMALL, assert_close, conv_inputs, pool_inputs
+from fastconv.cases import CONV_SMALL, POOL_SMALL, ConvCase, assert_results_close
+from fastconv.testing import (DTYPES, POOL_OPS, assert_same_from_python_threads, case_id, conv2d_results,
+                              naive_results, pool2d_results)
 
 pytestmark = pytest.mark.skipif("cython" not in fastconv.available_backends(),
                                 reason="cython extension not built")
 
 
-@pytest.fixture
-def threads():
-    """Restore the thread setting a test changes."""
-    before = fastconv.get_num_threads()
-    yield fastconv.set_num_threads
-    fastconv.set_num_threads(before)
-
-
-def conv_all(case, x, w, b, dout, backend):
-    out, cache = fastconv.conv2d_forward(x, w, b, case.stride, case.padding, case.dilation,
-                                         case.groups, backend=backend)
-    return (out, *fastconv.conv2d_backward(dout, cache))
-
-
-def pool_all(op, case, x, dout, backend):
-    out, cache = getattr(fastconv, op + "_forward")(x, case.kernel_size, case.stride, case.padding,
-                                                    backend=backend)
-    return out, getattr(fastconv, op + "_backward")(dout, cache)
+def cython_results(case, x, w, b, dout):
+    """(out, dx, dw, db) of ``case`` on cython for these arrays."""
+    return conv2d_results(x, w, b, dout, "cython", **case.kwargs())
 
 
 def pool_any(op, x, backend, case=POOL_SMALL[1]):
     """Forward + backward of a pooling op on any x, with a fixed gradient of the output's shape."""
-    out, cache = getattr(fastconv, op + "_forward")(x, case.kernel_size, case.stride, case.padding,
-                                                    backend=backend)
+    out, cache = getattr(fastconv, op + "_forward")(x, **case.kwargs(), backend=backend)
     dout = np.linspace(-1, 1, out.size, dtype=x.dtype).reshape(out.shape)
     return out, getattr(fastconv, op + "_backward")(dout, cache)
 
 
-def assert_all_close(actual, expected):
-    for a, e in zip(actual, expected, strict=True):
-        if e is None:
-            assert a is None
-        else:
-            assert a.dtype == e.dtype
-            assert_close(a, e)
-
-
-def assert_same_from_python_threads(work, inputs):
-    """``work`` on every input from 4 Python threads at once gives exactly its serial results."""
-    expected = [work(item) for item in inputs]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        got = list(pool.map(work, inputs * 3))
-    for result, want in zip(got, expected * 3):
-        for a, e in zip(result, want):
-            np.testing.assert_array_equal(a, e)
-
-
-@pytest.mark.parametrize("case", CONV_SMALL, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", CONV_SMALL, ids=case_id)
 def test_conv_read_only_inputs_match_naive(case, dtype):
-    x, w, b, dout = conv_inputs(case, dtype)
+    x, w, b, dout = case.inputs(dtype)
     for a in (x, w, b, dout):
         a.flags.writeable = False
-    assert_all_close(conv_all(case, x, w, b, dout, "cython"), conv_all(case, x, w, b, dout, "naive"))
+    assert_results_close(cython_results(case, x, w, b, dout), naive_results(case, dtype))
 
 
-@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
-@pytest.mark.parametrize("case", POOL_SMALL, ids=lambda c: c.name)
+@pytest.mark.parametrize("op", POOL_OPS)
+@pytest.mark.parametrize("case", POOL_SMALL, ids=case_id)
 def test_pool_read_only_inputs_match_naive(op, case, dtype):
-    x, dout = pool_inputs(case, dtype)
+    x, dout = case.inputs(dtype)
     x.flags.writeable = dout.flags.writeable = False
-    assert_all_close(pool_all(op, case, x, dout, "cython"), pool_all(op, case, x, dout, "naive"))
+    assert_results_close(pool2d_results(op, x, dout, "cython", **case.kwargs()), naive_results(case, dtype, op=op))
 
 
-@pytest.mark.parametrize("case", POOL_SMALL, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", POOL_SMALL, ids=case_id)
 def test_max_pool_ties_and_nan_route_exactly_like_naive(case):
-    x, dout = pool_inputs(case)
+    x, dout = case.inputs()
     x[:, :, ::2, :] = 1.0  # runs of equal maxima: the first in row-major order must win
     x[0, 0, 3, 3] = x[1, 2, 0, 1] = x[1, 2, 0, 0] = np.nan
     x[2, 1] = -np.inf
-    got, want = pool_all("max_pool2d", case, x, dout, "cython"), pool_all("max_pool2d", case, x, dout, "naive")
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
+    assert_results_close(pool2d_results("max_pool2d", x, dout, "cython", **case.kwargs()),
+                         pool2d_results("max_pool2d", x, dout, "naive", **case.kwargs()), exact=True)
 
 
 def test_tiles_and_chunks_within_a_small_workspace(monkeypatch, dtype):
     """Many row tiles per sample and many backward chunks still give naive's answer, in bounds."""
     from fastconv.backends import _workspace
-    from fastconv.backends import cython as cy
     limit = 64 * 1024
     monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", limit)
     monkeypatch.setattr(_tuning, "CYTHON_COL_TILE_BYTES", 1000)
     _workspace.release()
     for case in CONV_SMALL:
-        x, w, b, dout = conv_inputs(case, dtype)
-        assert_all_close(conv_all(case, x, w, b, dout, "cython"), conv_all(case, x, w, b, dout, "naive"))
+        assert_results_close(cython_results(case, *case.inputs(dtype)), naive_results(case, dtype))
     used = sum(buf.nbytes for slot, buf in _workspace._local.buffers.items() if slot.startswith("cython."))
     assert used <= limit
 
 
-def test_backward_is_bitwise_deterministic(threads):
-    threads(2)
+def test_backward_is_bitwise_deterministic(restore_num_threads):
+    fastconv.set_num_threads(2)
     case = CONV_SMALL[1]
-    x, w, b, dout = conv_inputs(case, np.float32)
-    first = conv_all(case, x, w, b, dout, "cython")
+    x, w, b, dout = case.inputs(np.float32)
+    first = cython_results(case, x, w, b, dout)
     for _ in range(3):
-        again = conv_all(case, x, w, b, dout, "cython")
-        for a, e in zip(again, first):
-            np.testing.assert_array_equal(a, e)
+        assert_results_close(cython_results(case, x, w, b, dout), first, exact=True)
 
 
-@pytest.mark.parametrize("case", CONV_SMALL, ids=lambda c: c.name)
-def test_one_and_two_threads_agree(case, dtype, threads):
-    x, w, b, dout = conv_inputs(case, dtype)
-    threads(1)
-    serial = conv_all(case, x, w, b, dout, "cython") + pool_any("max_pool2d", x, "cython")
-    threads(2)
-    parallel = conv_all(case, x, w, b, dout, "cython") + pool_any("max_pool2d", x, "cython")
-    assert_all_close(parallel, serial)
+@pytest.mark.parametrize("case", CONV_SMALL, ids=case_id)
+def test_one_and_two_threads_agree(case, dtype, restore_num_threads):
+    x, w, b, dout = case.inputs(dtype)
+    fastconv.set_num_threads(1)
+    serial = cython_results(case, x, w, b, dout) + pool_any("max_pool2d", x, "cython")
+    fastconv.set_num_threads(2)
+    parallel = cython_results(case, x, w, b, dout) + pool_any("max_pool2d", x, "cython")
+    assert_results_close(parallel, serial)
 
 
 def test_concurrent_python_threads_match_serial_calls():
-    inputs = [conv_inputs(case, dtype, seed=seed) + (case,)
-              for seed, (case, dtype) in enumerate([(c, d) for c in CONV_SMALL for d in (np.float32, np.float64)])]
+    inputs = [(case, case.inputs(dtype, seed=seed))
+              for seed, (case, dtype) in enumerate([(c, d) for c in CONV_SMALL for d in DTYPES])]
 
     def work(item):
-        x, w, b, dout, case = item
-        return conv_all(case, x, w, b, dout, "cython") + pool_any("max_pool2d", x, "cython")
+        case, arrays = item
+        return cython_results(case, *arrays) + pool_any("max_pool2d", arrays[0], "cython")
 
     assert_same_from_python_threads(work, inputs)
 
 
 def _child_computes(queue):
     case = CONV_SMALL[0]
-    x, w, b, dout = conv_inputs(case)
-    out = conv_all(case, x, w, b, dout, "cython")
+    x, w, b, dout = case.inputs()
+    out = cython_results(case, x, w, b, dout)
     queue.put([a.tolist() for a in out + pool_any("max_pool2d", x, "cython")])
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method with GNU OpenMP")
-def test_fork_child_after_openmp_call_computes_and_does_not_hang(threads):
-    threads(2)
+def test_fork_child_after_openmp_call_computes_and_does_not_hang(restore_num_threads):
+    fastconv.set_num_threads(2)
     case = CONV_SMALL[0]
-    x, w, b, dout = conv_inputs(case)
-    expected = conv_all(case, x, w, b, dout, "cython")  # the parent's OpenMP pool now exists
+    x, w, b, dout = case.inputs()
+    expected = cython_results(case, x, w, b, dout)  # the parent's OpenMP pool now exists
     expected += pool_any("max_pool2d", x, "cython")
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -160,8 +121,7 @@ def test_fork_child_after_openmp_call_computes_and_does_not_hang(threads):
         if child.is_alive():
             child.kill()
     assert child.exitcode == 0
-    for a, e in zip(got, expected):
-        np.testing.assert_array_equal(np.asarray(a), e)
+    assert_results_close([np.asarray(a, e.dtype) for a, e in zip(got, expected)], expected, exact=True)
 
 
 def test_build_info_reports_openmp_and_flags():
@@ -177,14 +137,14 @@ def test_sizes_beyond_int32_indexing_are_handed_to_another_backend(monkeypatch):
     from fastconv.backends import cython as cy
     monkeypatch.setattr(cy, "_INT32_MAX", 10)
     case = CONV_SMALL[0]
-    x, w, b, dout = conv_inputs(case)
-    _, cache = fastconv.conv2d_forward(x, w, b, case.stride, case.padding, backend="cython")
+    x, w, b, dout = case.inputs()
+    _, cache = fastconv.conv2d_forward(x, w, b, **case.kwargs(), backend="cython")
     assert cache.backend not in ("cython", "naive")  # the front asked, cython declined
     _, pool_cache = fastconv.max_pool2d_forward(x, 2, backend="cython")
     assert pool_cache.backend not in ("cython", "naive")
-    assert_all_close(conv_all(case, x, w, b, dout, "cython"), conv_all(case, x, w, b, dout, "naive"))
-    for op in ("max_pool2d", "avg_pool2d"):
-        assert_all_close(pool_any(op, x, "cython"), pool_any(op, x, "naive"))
+    assert_results_close(cython_results(case, x, w, b, dout), naive_results(case))
+    for op in POOL_OPS:
+        assert_results_close(pool_any(op, x, "cython"), pool_any(op, x, "naive"))
 
 
 def test_malformed_input_is_rejected_before_compiled_code():
@@ -218,34 +178,21 @@ def test_kernel_columns_that_only_read_padding(padding, dilation, stride):
     """Whole kernel columns land in the padding for some outputs: no out-of-row writes."""
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((2, 2, 7, 5)), rng.standard_normal((3, 2, 2, 4))
-    got, cache = fastconv.conv2d_forward(x, w, None, stride, padding, dilation, backend="cython")
-    want, ref_cache = fastconv.conv2d_forward(x, w, None, stride, padding, dilation, backend="naive")
-    dout = rng.standard_normal(want.shape)
-    assert_all_close((got, *fastconv.conv2d_backward(dout, cache)),
-                     (want, *fastconv.conv2d_backward(dout, ref_cache)))
+    case = ConvCase("padding-columns", (2, 2, 7, 5), (3, 2, 2, 4), stride, padding, dilation, bias=False)
+    x, w, b, dout = case.inputs(seed=3)
+    assert_results_close(cython_results(case, x, w, b, dout), naive_results(case, seed=3))
 
 
 @pytest.mark.parametrize("min_columns", [1, 20, 10**6])
-def test_several_images_per_work_item(monkeypatch, threads, dtype, min_columns):
+def test_several_images_per_work_item(monkeypatch, restore_num_threads, dtype, min_columns):
     """Groups of whole images per GEMM (3 per item for 7 images of 9 positions at 20 columns,
     the whole batch at 10**6) give naive's answer, with and without bias and groups."""
-    from fastconv.backends import cython as cy
     monkeypatch.setattr(_tuning, "CYTHON_SHARED_GEMM_BELOW_POSITIONS", min_columns)
-    threads(2)
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((7, 4, 5, 5)).astype(dtype)
+    fastconv.set_num_threads(2)
     for groups, bias in ((1, True), (2, False)):
-        w = rng.standard_normal((6, 4 // groups, 3, 3)).astype(dtype)
-        b = rng.standard_normal(6).astype(dtype) if bias else None
-        results = {}
-        for name in ("cython", "naive"):
-            out, cache = fastconv.conv2d_forward(x, w, b, stride=2, padding=1, groups=groups, backend=name)
-            results[name] = (out, *fastconv.conv2d_backward(np.sin(out), cache))
-        for got, want in zip(results["cython"], results["naive"]):
-            if want is None:
-                assert got is None
-            else:
-                assert_close(got, want)
+        case = ConvCase("images-per-item", (7, 4, 5, 5), (6, 4 // groups, 3, 3), 2, 1, groups=groups, bias=bias)
+        x, w, b, dout = case.inputs(dtype, seed=3)
+        assert_results_close(cython_results(case, x, w, b, dout), naive_results(case, dtype, seed=3))
 
 
 # Winograd F(2x2, 3x3) path: odd and even sizes, every padding, tile rows split across blocks
@@ -277,30 +224,26 @@ def winograd_everywhere(monkeypatch):
 
 @pytest.mark.parametrize("x_shape,filters,padding", WINOGRAD_SHAPES)
 def test_winograd_matches_naive(x_shape, filters, padding, dtype, winograd_everywhere):
-    from fastconv.testing import ConvCase
     case = ConvCase("winograd", x_shape, (filters, x_shape[1], 3, 3), 1, padding)
-    rng = np.random.default_rng(0)
-    x, w, b = (rng.standard_normal(shape).astype(dtype) for shape in (x_shape, case.w_shape, filters))
-    out_shape = fastconv.conv2d_forward(x, w, b, 1, padding, backend="naive")[0].shape
-    dout = rng.standard_normal(out_shape).astype(dtype)
-    for a in (x, w, b, dout):
-        a.flags.writeable = False
-    assert_all_close(conv_all(case, x, w, b, dout, "cython"), conv_all(case, x, w, b, dout, "naive"))
-    assert {"conv2d_forward", "conv2d_backward"} <= set(winograd_everywhere)
-    assert_all_close(conv_all(case, x, w, None, dout, "cython"), conv_all(case, x, w, None, dout, "naive"))
+    for variant in (case, case._replace(bias=False)):
+        arrays = variant.inputs(dtype)
+        for a in arrays:
+            if a is not None:
+                a.flags.writeable = False
+        winograd_everywhere.clear()
+        assert_results_close(cython_results(variant, *arrays), naive_results(variant, dtype))
+        assert {"conv2d_forward", "conv2d_backward"} <= set(winograd_everywhere)
 
 
-def test_winograd_is_bitwise_deterministic_and_thread_count_free(winograd_everywhere, threads):
-    from fastconv.testing import ConvCase
+def test_winograd_is_bitwise_deterministic_and_thread_count_free(winograd_everywhere, restore_num_threads):
     case = ConvCase("winograd", (6, 5, 12, 12), (6, 5, 3, 3), 1, 1)
-    x, w, b, dout = conv_inputs(case, np.float64)
-    threads(2)
-    first = conv_all(case, x, w, b, dout, "cython")
+    x, w, b, dout = case.inputs(np.float64)
+    fastconv.set_num_threads(2)
+    first = cython_results(case, x, w, b, dout)
     for _ in range(3):
-        for a, e in zip(conv_all(case, x, w, b, dout, "cython"), first):
-            np.testing.assert_array_equal(a, e)
-    threads(1)
-    assert_all_close(conv_all(case, x, w, b, dout, "cython"), first)
+        assert_results_close(cython_results(case, x, w, b, dout), first, exact=True)
+    fastconv.set_num_threads(1)
+    assert_results_close(cython_results(case, x, w, b, dout), first)
 
 
 def test_winograd_only_where_it_computes_the_conv():
@@ -344,14 +287,13 @@ def test_winograd_can_be_turned_off_from_the_environment():
 
 
 def test_winograd_from_concurrent_python_threads(winograd_everywhere):
-    from fastconv.testing import ConvCase
     cases = [ConvCase("winograd", x_shape, (f, x_shape[1], 3, 3), 1, pad if isinstance(pad, int) else 1)
              for x_shape, f, pad in WINOGRAD_SHAPES if min(x_shape[2:]) >= 3]
-    inputs = [conv_inputs(case, dtype, seed=seed) + (case,)
-              for seed, (case, dtype) in enumerate((c, d) for c in cases for d in (np.float32, np.float64))]
+    inputs = [(case, case.inputs(dtype, seed=seed))
+              for seed, (case, dtype) in enumerate((c, d) for c in cases for d in DTYPES)]
 
     def work(item):
-        x, w, b, dout, case = item
-        return conv_all(case, x, w, b, dout, "cython")
+        case, arrays = item
+        return cython_results(case, *arrays)
 
     assert_same_from_python_threads(work, inputs)

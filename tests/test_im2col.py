@@ -7,8 +7,8 @@ import pytest
 
 import fastconv
 from fastconv.backends import _strided, _workspace, im2col
-from fastconv.testing import (CONV_GRID, POOL_GRID, assert_close, config_conv_inputs, config_pool_inputs,
-                              conv2d_results, pool2d_results)
+from fastconv.cases import assert_results_close
+from fastconv.testing import CONV_GRID, POOL_GRID, POOL_OPS, case_id, conv2d_results, naive_results, pool2d_results
 
 pytestmark = pytest.mark.skipif("im2col" not in fastconv.available_backends(), reason="im2col unavailable")
 
@@ -20,26 +20,20 @@ def chunks_of_two(monkeypatch):
 
 
 @pytest.mark.parametrize("cfg", [c for c in CONV_GRID if c.name in ("everything", "depthwise", "no-bias")],
-                         ids=lambda c: c.name)
+                         ids=case_id)
 def test_conv_chunks_match_naive(chunks_of_two, cfg):
-    x, w, b, _ = config_conv_inputs(cfg._replace(x_shape=(5, *cfg.x_shape[1:])))
-    dout = np.random.default_rng(1).standard_normal(cfg._replace(x_shape=x.shape).out_shape())
-    expected = conv2d_results(x, w, b, dout, "naive", **cfg.kwargs())
-    actual = conv2d_results(x, w, b, dout, "im2col", **cfg.kwargs())
-    for got, want in zip(actual, expected):
-        assert (got is None) == (want is None)
-        if want is not None:
-            assert_close(got, want)
+    cfg = cfg._replace(x_shape=(5, *cfg.x_shape[1:]))
+    actual = conv2d_results(*cfg.inputs(), "im2col", **cfg.kwargs())
+    assert_results_close(actual, naive_results(cfg))
 
 
-@pytest.mark.parametrize("op", ("max_pool2d", "avg_pool2d"))
+@pytest.mark.parametrize("op", POOL_OPS)
 def test_pool_chunks_match_naive(chunks_of_two, op):
     cfg = POOL_GRID[1]._replace(x_shape=(5, 2, 9, 7))  # k3 s2 p1: overlapping, padded
-    x, dout = config_pool_inputs(cfg)
+    x, dout = cfg.inputs()
     x[0, 0, 1, :3] = np.nan
-    for got, want in zip(pool2d_results(op, x, dout, "im2col", **cfg.kwargs()),
-                         pool2d_results(op, x, dout, "naive", **cfg.kwargs())):
-        assert_close(got, want)
+    actual = pool2d_results(op, x, dout, "im2col", **cfg.kwargs())
+    assert_results_close(actual, pool2d_results(op, x, dout, "naive", **cfg.kwargs()))
 
 
 @pytest.mark.parametrize("size, out_size, offset, stride, pad", [
@@ -63,15 +57,15 @@ def test_outside_and_span_tile_the_plane():
 
 def test_results_are_not_workspace_views():
     cfg = CONV_GRID[0]
-    x, w, b, dout = config_conv_inputs(cfg)
+    x, w, b, dout = cfg.inputs()
     out, cache = fastconv.conv2d_forward(x, w, b, **cfg.kwargs(), backend="im2col")
     grads = fastconv.conv2d_backward(dout, cache)
     kept = [a.copy() for a in (out, *grads)]
-    x2, w2, b2, dout2 = config_conv_inputs(cfg._replace(x_shape=(4, 3, 9, 9)), seed=3)
+    x2, w2, b2, dout2 = cfg._replace(x_shape=(4, 3, 9, 9)).inputs(seed=3)
     fastconv.conv2d_backward(dout2, fastconv.conv2d_forward(x2, w2, b2, **cfg.kwargs(), backend="im2col")[1])
-    for a, before in zip((out, *grads), kept):
+    for a in (out, *grads):
         assert not any(np.shares_memory(a, buf) for buf in _workspace._local.buffers.values())
-        np.testing.assert_array_equal(a, before)
+    assert_results_close((out, *grads), kept, exact=True)
 
 
 def test_max_pool_ctx_is_compact():

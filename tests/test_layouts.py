@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.testing import (CONV_GRID, POOL_GRID, assert_close, config_conv_inputs, config_pool_inputs,
-                              conv2d_results, pool2d_results)
+from fastconv.cases import assert_results_close
+from fastconv.testing import CONV_GRID, POOL_GRID, POOL_OPS, case_id, conv2d_results, pool2d_results
 
 CONV_CFG = next(cfg for cfg in CONV_GRID if cfg.name == "everything")
 POOL_CFG = next(cfg for cfg in POOL_GRID if cfg.name == "pairs-overlapping")
-POOL_OPS = ("max_pool2d", "avg_pool2d")
 
 
 def strided_view(arr):
@@ -59,30 +58,26 @@ def test_layouts_keep_values_but_change_memory():
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_conv2d_any_layout(backend, dtype, layout):
-    x, w, b, dout = config_conv_inputs(CONV_CFG, dtype)
+    x, w, b, dout = CONV_CFG.inputs(dtype)
     expected = conv2d_results(x, w, b, dout, backend, **CONV_CFG.kwargs())
     change = LAYOUTS[layout]
     actual = conv2d_results(change(x), change(w), change(b), change(dout), backend, **CONV_CFG.kwargs())
-    for name, got, want in zip(("out", "dx", "dw", "db"), actual, expected):
-        assert got.dtype == np.dtype(dtype), name
-        assert_close(got, want, err_msg=name)
+    assert_results_close(actual, expected)
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_pool2d_any_layout(backend, dtype, op, layout):
-    x, dout = config_pool_inputs(POOL_CFG, dtype)
+    x, dout = POOL_CFG.inputs(dtype)
     expected = pool2d_results(op, x, dout, backend, **POOL_CFG.kwargs())
     change = LAYOUTS[layout]
     actual = pool2d_results(op, change(x), change(dout), backend, **POOL_CFG.kwargs())
-    for name, got, want in zip(("out", "dx"), actual, expected):
-        assert got.dtype == np.dtype(dtype), name
-        assert_close(got, want, err_msg=name)
+    assert_results_close(actual, expected)
 
 
 @pytest.mark.parametrize("bias", (True, False), ids=("bias", "no-bias"))
 def test_conv2d_preserves_dtype(backend, dtype, bias):
-    x, w, b, dout = config_conv_inputs(CONV_CFG._replace(bias=bias), dtype)
+    x, w, b, dout = CONV_CFG._replace(bias=bias).inputs(dtype)
     out, dx, dw, db = conv2d_results(x, w, b, dout, backend, **CONV_CFG.kwargs())
     assert out.dtype == dx.dtype == dw.dtype == np.dtype(dtype)
     assert db.dtype == np.dtype(dtype) if bias else db is None
@@ -91,35 +86,33 @@ def test_conv2d_preserves_dtype(backend, dtype, bias):
 
 @pytest.mark.parametrize("op", POOL_OPS)
 def test_pool2d_preserves_dtype(backend, dtype, op):
-    x, dout = config_pool_inputs(POOL_CFG, dtype)
+    x, dout = POOL_CFG.inputs(dtype)
     out, dx = pool2d_results(op, x, dout, backend, **POOL_CFG.kwargs())
     assert out.dtype == dx.dtype == np.dtype(dtype)
     assert (out.shape, dx.shape) == (POOL_CFG.out_shape(), x.shape)
 
 
 def test_conv2d_inputs_unchanged(backend, dtype):
-    inputs = config_conv_inputs(CONV_CFG, dtype)
+    inputs = CONV_CFG.inputs(dtype)
     copies = [a.copy() for a in inputs]
     conv2d_results(*inputs, backend, **CONV_CFG.kwargs())
-    for name, arr, copy in zip(("x", "w", "b", "dout"), inputs, copies):
-        np.testing.assert_array_equal(arr, copy, err_msg=name)
+    assert_results_close(inputs, copies, exact=True)
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
 def test_pool2d_inputs_unchanged(backend, dtype, op):
-    x, dout = config_pool_inputs(POOL_CFG, dtype)
-    x_copy, dout_copy = x.copy(), dout.copy()
+    x, dout = POOL_CFG.inputs(dtype)
+    copies = x.copy(), dout.copy()
     pool2d_results(op, x, dout, backend, **POOL_CFG.kwargs())
-    np.testing.assert_array_equal(x, x_copy)
-    np.testing.assert_array_equal(dout, dout_copy)
+    assert_results_close((x, dout), copies, exact=True)
 
 
 def test_conv2d_backward_twice_and_interleaved(backend, dtype):
     # A result must not live in memory a later call reuses, and a cache must not depend on
     # scratch another call overwrites: run A, then B, then A's backward twice.
-    x, w, b, dout = config_conv_inputs(CONV_CFG, dtype, seed=0)
+    x, w, b, dout = CONV_CFG.inputs(dtype, seed=0)
     other = next(cfg for cfg in CONV_GRID if cfg.name == "basic")
-    x2, w2, b2, dout2 = config_conv_inputs(other, dtype, seed=1)
+    x2, w2, b2, dout2 = other.inputs(dtype, seed=1)
     out, cache = fastconv.conv2d_forward(x, w, b, backend=backend, **CONV_CFG.kwargs())
     out_copy = out.copy()
     out2, cache2 = fastconv.conv2d_forward(x2, w2, b2, backend=backend, **other.kwargs())
@@ -128,20 +121,17 @@ def test_conv2d_backward_twice_and_interleaved(backend, dtype):
     grads2 = fastconv.conv2d_backward(dout2, cache2)
     second = fastconv.conv2d_backward(dout, cache)
     np.testing.assert_array_equal(out, out_copy, err_msg="out changed by a later call")
-    for name, a, a_copy, c in zip(("dx", "dw", "db"), first, first_copies, second):
-        np.testing.assert_array_equal(a, a_copy, err_msg=f"{name} changed by a later call")
-        np.testing.assert_array_equal(c, a, err_msg=f"{name} differs on the second backward")
-    expected2 = conv2d_results(x2, w2, b2, dout2, backend, **other.kwargs())
-    for name, got, want in zip(("out", "dx", "dw", "db"), (out2, *grads2), expected2):
-        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert_results_close(first, first_copies, exact=True)  # not changed by a later call
+    assert_results_close(second, first, exact=True)  # the same on the second backward
+    assert_results_close((out2, *grads2), conv2d_results(x2, w2, b2, dout2, backend, **other.kwargs()), exact=True)
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
 def test_pool2d_backward_twice_and_interleaved(backend, dtype, op):
     forward, backward = getattr(fastconv, op + "_forward"), getattr(fastconv, op + "_backward")
-    x, dout = config_pool_inputs(POOL_CFG, dtype, seed=0)
+    x, dout = POOL_CFG.inputs(dtype, seed=0)
     other = next(cfg for cfg in POOL_GRID if cfg.name == "k3-s2-p1-odd")
-    x2, dout2 = config_pool_inputs(other, dtype, seed=1)
+    x2, dout2 = other.inputs(dtype, seed=1)
     out, cache = forward(x, backend=backend, **POOL_CFG.kwargs())
     out_copy = out.copy()
     out2, cache2 = forward(x2, backend=backend, **other.kwargs())
@@ -152,15 +142,14 @@ def test_pool2d_backward_twice_and_interleaved(backend, dtype, op):
     np.testing.assert_array_equal(out, out_copy, err_msg="out changed by a later call")
     np.testing.assert_array_equal(first, first_copy, err_msg="dx changed by a later call")
     np.testing.assert_array_equal(second, first, err_msg="dx differs on the second backward")
-    for name, got, want in zip(("out", "dx"), (out2, dx2), pool2d_results(op, x2, dout2, backend, **other.kwargs())):
-        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert_results_close((out2, dx2), pool2d_results(op, x2, dout2, backend, **other.kwargs()), exact=True)
 
 
 @pytest.mark.parametrize("cfg", [cfg for cfg in CONV_GRID if cfg.name in ("everything", "groups-no-bias")],
-                         ids=lambda cfg: cfg.name)
+                         ids=case_id)
 def test_conv2d_empty_batch(backend, dtype, cfg):
     cfg = cfg._replace(x_shape=(0, *cfg.x_shape[1:]))
-    x, w, b, dout = config_conv_inputs(cfg, dtype)
+    x, w, b, dout = cfg.inputs(dtype)
     out, dx, dw, db = conv2d_results(x, w, b, dout, backend, **cfg.kwargs())
     assert out.shape == cfg.out_shape() and out.dtype == np.dtype(dtype)
     assert dx.shape == x.shape and dx.dtype == np.dtype(dtype)
@@ -176,7 +165,7 @@ def test_conv2d_empty_batch(backend, dtype, cfg):
 @pytest.mark.parametrize("op", POOL_OPS)
 def test_pool2d_empty_batch(backend, dtype, op):
     cfg = POOL_CFG._replace(x_shape=(0, *POOL_CFG.x_shape[1:]))
-    x, dout = config_pool_inputs(cfg, dtype)
+    x, dout = cfg.inputs(dtype)
     out, dx = pool2d_results(op, x, dout, backend, **cfg.kwargs())
     assert out.shape == cfg.out_shape() and out.dtype == np.dtype(dtype)
     assert dx.shape == x.shape and dx.dtype == np.dtype(dtype)

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.testing import assert_close
+from fastconv.cases import assert_results_close, tolerance
 from nn.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 from nn.layers import *  # noqa: F403 -- the drop-in promise is exactly this import
 
-LAYER_TOL = 1e-7
+LAYER_GRADIENT = tolerance("layer-gradient")
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def rng():
     return np.random.default_rng(231)
 
 
-def check_array_grads(forward, backward, inputs, dout, tol=LAYER_TOL):
+def check_array_grads(forward, backward, inputs, dout, tol=LAYER_GRADIENT):
     """Analytic gradients (backward(dout, cache)) of forward(*inputs) vs numerical ones, per input."""
     _, cache = forward(*inputs)
     analytic = backward(dout, cache)
@@ -80,10 +80,8 @@ def test_naive_and_fast_agree_on_every_backend(rng, backend):
         fast_grads = conv_relu_pool_backward(np.ones_like(fast), fast_cache)
     a, conv_cache = conv_forward_naive(x, w, b, conv_param)
     naive, pool_cache = max_pool_forward_naive(np.maximum(a, 0), pool_param)
-    assert_close(fast, naive)
-    dx, dw, db = conv_backward_naive(max_pool_backward_naive(np.ones_like(naive), pool_cache) * (a > 0), conv_cache)
-    for got, want in zip(fast_grads, (dx, dw, db)):
-        assert_close(got, want)
+    naive_grads = conv_backward_naive(max_pool_backward_naive(np.ones_like(naive), pool_cache) * (a > 0), conv_cache)
+    assert_results_close((fast, *fast_grads), (naive, *naive_grads))
 
 
 def test_sandwich_gradients(rng):
@@ -125,7 +123,7 @@ def test_batchnorm_backward_variants_agree(rng):
     x, gamma, beta, dout = (rng.standard_normal(s) for s in ((6, 5), 5, 5, (6, 5)))
     _, cache = batchnorm_forward(x, gamma, beta, {"mode": "train"})
     for a, b in zip(batchnorm_backward(dout, cache), batchnorm_backward_alt(dout, cache)):
-        assert rel_error(a, b) <= 1e-9
+        assert rel_error(a, b) <= tolerance("backward-variants")
 
 
 def test_spatial_batchnorm_gradients_and_statistics(rng):
@@ -160,7 +158,7 @@ def test_loss_gradients(rng, loss_fn):
     x, y = rng.standard_normal((6, 5)), rng.integers(0, 5, 6)
     _, dx = loss_fn(x, y)
     numeric = eval_numerical_gradient(lambda x: loss_fn(x, y)[0], x, verbose=False)
-    assert rel_error(dx, numeric) <= LAYER_TOL
+    assert rel_error(dx, numeric) <= LAYER_GRADIENT
 
 
 def test_losses_known_values():

@@ -3,13 +3,12 @@ import numpy as np
 import pytest
 
 import nn
+from fastconv.cases import tolerance
 from nn.gradient_check import eval_numerical_gradient, rel_error
 from nn.models import FullyConnectedNet, ModuleClassifier, ThreeLayerConvNet
 
-MODEL_TOL = 1e-6  # composed float64 models: a little above the per-layer 1e-7
 
-
-def check_model(model, X, y, tol=MODEL_TOL):
+def check_model(model, X, y, tol=tolerance("model-gradient")):
     """Analytic vs numerical gradients of every parameter. Biases are first moved off zero: a zero
     bias behind an all-zero input puts a ReLU exactly on its kink, where no finite difference agrees."""
     rng = np.random.default_rng(7)
@@ -94,7 +93,7 @@ def test_module_classifier_gradients_and_live_params():
                            nn.Linear(8, 3, dtype=np.float64, rng=1))
     model = ModuleClassifier(module)
     rng = np.random.default_rng(0)
-    check_model(model, rng.standard_normal((3, 1, 4, 4)), rng.integers(0, 3, 3), tol=1e-7)
+    check_model(model, rng.standard_normal((3, 1, 4, 4)), rng.integers(0, 3, 3), tol=tolerance("layer-gradient"))
     model.params["3.bias"] = np.array([1.0, 2.0, 3.0])
     np.testing.assert_array_equal(module[3].bias.data, [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="shape"):

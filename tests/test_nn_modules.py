@@ -3,13 +3,14 @@ import numpy as np
 import pytest
 
 import nn
+from fastconv.cases import tolerance
 from nn.gradient_check import eval_numerical_gradient_array, rel_error
 
 F64 = np.float64
-TOL = 1e-7
+LAYER_GRADIENT = tolerance("layer-gradient")
 
 
-def check_module(module, x, tol=TOL, seed=0):
+def check_module(module, x, tol=LAYER_GRADIENT, seed=0):
     """The module's dx and every Parameter.grad against numerical gradients of sum(module(x) * dout)."""
     dout = np.random.default_rng(seed).standard_normal(module(x).shape)
     module.zero_grad()
@@ -55,7 +56,7 @@ def test_dropout_gradient_and_modes():
     drop = nn.Dropout(0.4, rng=5)
     drop(small)
     numeric = eval_numerical_gradient_array(lambda v: nn.Dropout(0.4, rng=5)(v), small, dout)
-    assert rel_error(drop.backward(dout), numeric) <= TOL
+    assert rel_error(drop.backward(dout), numeric) <= LAYER_GRADIENT
     assert drop.eval()(x) is x
     np.testing.assert_array_equal(drop.backward(x), x)
     with pytest.raises(ValueError, match="drop probability"):
@@ -79,7 +80,7 @@ def test_loss_module_gradients(loss):
     loss(scores, target)
     analytic = loss.backward(2.0)
     numeric = eval_numerical_gradient_array(lambda s: loss(s, target), scores, 2.0)
-    assert rel_error(analytic, numeric) <= TOL
+    assert rel_error(analytic, numeric) <= LAYER_GRADIENT
 
 
 def test_mse_value():
@@ -166,7 +167,7 @@ def test_conv_and_pool_modules_take_a_backend(backend):
     chosen = nn.Sequential(nn.Conv2d(3, 4, 3, rng=0, backend=backend), nn.AvgPool2d(2, backend=backend))
     out = chosen(x)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out, reference(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, reference(x), **tolerance("module-float32"))
 
 
 def test_matches_pytorch():
@@ -185,7 +186,7 @@ def test_matches_pytorch():
     x_t = torch.from_numpy(x)
     ref_loss = torch.nn.functional.cross_entropy(ref(x_t), torch.from_numpy(y))
     ref_loss.backward()
-    assert loss == pytest.approx(ref_loss.item(), rel=1e-12)
+    assert loss == pytest.approx(ref_loss.item(), rel=tolerance("loss-float64"))
     for (name, p), (ref_name, ref_p) in zip(model.named_parameters(), ref.named_parameters()):
         assert name == ref_name
-        np.testing.assert_allclose(p.grad, ref_p.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(p.grad, ref_p.grad.numpy(), **tolerance("torch-gradient-float64"))

@@ -4,14 +4,14 @@ import os
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import fastconv
 from fastconv import _tuning
-from fastconv.testing import assert_close
+from fastconv.cases import ConvCase, assert_results_close
+from fastconv.testing import DTYPES, assert_same_from_python_threads, conv2d_results, naive_results
 
 pytest.importorskip("numba")
 if "numba" not in fastconv.available_backends():
@@ -21,25 +21,18 @@ from fastconv.backends import _numba_runtime, _workspace  # noqa: E402
 from fastconv.backends import numba as numba_backend  # noqa: E402
 
 
-def _conv_inputs(n=7, c=4, f=6, groups=2, size=6, seed=0, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c, size, size)).astype(dtype)
-    w = rng.standard_normal((f, c // groups, 3, 3)).astype(dtype)
-    b = rng.standard_normal(f).astype(dtype)
-    dout = rng.standard_normal((n, f, size, size)).astype(dtype)
-    return x, w, b, dout
+def square_case(n=7, c=4, f=6, groups=2, size=6) -> ConvCase:
+    """A 3x3 conv, padding 1, on n images of c channels, size x size."""
+    return ConvCase("numba", (n, c, size, size), (f, c // groups, 3, 3), 1, 1, groups=groups)
 
 
-def _conv_both(x, w, b, dout, backend, **kw):
-    out, cache = fastconv.conv2d_forward(x, w, b, padding=1, backend=backend, **kw)
-    return (out, *fastconv.conv2d_backward(dout, cache))
+def numba_results(case, dtype=np.float64, seed=0):
+    return conv2d_results(*case.inputs(dtype, seed), "numba", **case.kwargs())
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(restore_num_threads):
     fastconv.set_num_threads(2)
-    yield
-    fastconv.set_num_threads(None)
 
 
 @pytest.mark.parametrize("limit_bytes, min_columns, step", [(1, 10**6, 1), (50_000, 10**6, 2), (10**9, 100, 3)])
@@ -48,11 +41,10 @@ def test_batch_steps_that_do_not_divide_the_batch(monkeypatch, two_threads, limi
     # steps, and groups=2 splits every GEMM of a step.
     monkeypatch.setattr(_workspace, "WORKSPACE_LIMIT_BYTES", limit_bytes)
     monkeypatch.setattr(_tuning, "NUMBA_BACKWARD_MIN_GEMM_COLUMNS", min_columns)
-    x, w, b, dout = _conv_inputs()
-    bytes_per_sample = (x.shape[1] * 9 + w.shape[0]) * 36 * 8
+    case = square_case()
+    bytes_per_sample = (case.x_shape[1] * 9 + case.w_shape[0]) * 36 * 8
     assert numba_backend.backward_step(7, 36, bytes_per_sample, 2) == step
-    for got, want in zip(_conv_both(x, w, b, dout, "numba", groups=2), _conv_both(x, w, b, dout, "naive", groups=2)):
-        assert_close(got, want)
+    assert_results_close(numba_results(case), naive_results(case))
 
 
 def test_backward_step_respects_the_workspace_limit(monkeypatch):
@@ -62,29 +54,23 @@ def test_backward_step_respects_the_workspace_limit(monkeypatch):
     assert numba_backend.backward_step(100, 1024, 10, 2) == 1  # wide images need no stacking
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_repeated_calls_are_bitwise_identical(two_threads, dtype):
-    x, w, b, dout = _conv_inputs(n=9, c=6, f=8, groups=1, size=9, dtype=dtype)
-    first = _conv_both(x, w, b, dout, "numba")
+    case = square_case(n=9, c=6, f=8, groups=1, size=9)
+    first = numba_results(case, dtype)
     for _ in range(3):
-        for got, want in zip(_conv_both(x, w, b, dout, "numba"), first):
-            np.testing.assert_array_equal(got, want)
+        assert_results_close(numba_results(case, dtype), first, exact=True)
 
 
-def test_thread_counts_agree():
-    x, w, b, dout = _conv_inputs(n=9, groups=1)
-    try:
-        fastconv.set_num_threads(1)
-        one = _conv_both(x, w, b, dout, "numba")
-        fastconv.set_num_threads(2)
-        two = _conv_both(x, w, b, dout, "numba")
-    finally:
-        fastconv.set_num_threads(None)
-    for got, want in zip(two, one):
-        assert_close(got, want)
+def test_thread_counts_agree(restore_num_threads):
+    case = square_case(n=9, groups=1)
+    fastconv.set_num_threads(1)
+    one = numba_results(case)
+    fastconv.set_num_threads(2)
+    assert_results_close(numba_results(case), one)
 
 
-def test_thread_setting_holds_in_other_python_threads():
+def test_thread_setting_holds_in_other_python_threads(restore_num_threads):
     import numba
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8))
     seen = []
@@ -93,36 +79,26 @@ def test_thread_setting_holds_in_other_python_threads():
         fastconv.max_pool2d_forward(x, 2, backend="numba")
         seen.append(numba.get_num_threads())
 
-    try:
-        for n in (1, 2):
-            fastconv.set_num_threads(n)
-            worker = threading.Thread(target=call)
-            worker.start()
-            worker.join()
-    finally:
-        fastconv.set_num_threads(None)
+    for n in (1, 2):
+        fastconv.set_num_threads(n)
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join()
     assert seen == [1, min(2, numba.config.NUMBA_NUM_THREADS)]
 
 
 def test_concurrent_calls_from_python_threads(two_threads):
-    inputs = [_conv_inputs(n=5, seed=seed) for seed in range(6)]
-    expected = [_conv_both(*args, "numba", groups=2) for args in inputs]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda args: _conv_both(*args, "numba", groups=2), inputs * 2))
-    for got_all, want_all in zip(results, expected * 2):
-        for got, want in zip(got_all, want_all):
-            np.testing.assert_array_equal(got, want)
+    case = square_case(n=5)
+    assert_same_from_python_threads(lambda seed: numba_results(case, seed=seed), range(6), rounds=2)
 
 
 def _child_conv(queue):
-    x, w, b, dout = _conv_inputs(seed=3)
-    queue.put(_conv_both(x, w, b, dout, "numba", groups=2)[0])
+    queue.put(numba_results(square_case(), seed=3)[0])
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 def test_fork_after_a_parallel_call(two_threads):
-    x, w, b, dout = _conv_inputs(seed=3)
-    expected = _conv_both(x, w, b, dout, "numba", groups=2)[0]
+    expected = numba_results(square_case(), seed=3)[0]
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_child_conv, args=(queue,))
@@ -189,33 +165,17 @@ def test_direct_loops_only_for_skinny_gemms():
 
 @pytest.mark.parametrize("groups, w_shape", [(6, (6, 1, 3, 3)), (3, (6, 2, 1, 1)), (1, (6, 6, 3, 3))])
 def test_direct_and_gemm_paths_match_naive(two_threads, groups, w_shape):
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((3, 6, 9, 8))
-    w = rng.standard_normal(w_shape)
-    kw = dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2) if w_shape[2] > 1 else 1, groups=groups)
-    got, got_cache = fastconv.conv2d_forward(x, w, None, backend="numba", **kw)
-    want, want_cache = fastconv.conv2d_forward(x, w, None, backend="naive", **kw)
-    assert_close(got, want)
-    dout = rng.standard_normal(got.shape)
-    for g, e in zip(fastconv.conv2d_backward(dout, got_cache), fastconv.conv2d_backward(dout, want_cache)):
-        assert (g is None) == (e is None)
-        if g is not None:
-            assert_close(g, e)
+    dilation = (1, 2) if w_shape[2] > 1 else 1
+    case = ConvCase("numba-paths", (3, 6, 9, 8), w_shape, (2, 1), (1, 0), dilation, groups, bias=False)
+    assert_results_close(numba_results(case, seed=5), naive_results(case, seed=5))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_pointwise_conv_uses_x_as_its_own_columns(two_threads, dtype):
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((5, 8, 5, 7)).astype(dtype)
-    w = rng.standard_normal((6, 4, 1, 1)).astype(dtype)
-    b = rng.standard_normal(6).astype(dtype)
-    got, got_cache = fastconv.conv2d_forward(x, w, b, groups=2, backend="numba")
-    want, want_cache = fastconv.conv2d_forward(x, w, b, groups=2, backend="naive")
-    assert_close(got, want)
-    dout = rng.standard_normal(got.shape).astype(dtype)
-    for g, e in zip(fastconv.conv2d_backward(dout, got_cache), fastconv.conv2d_backward(dout, want_cache)):
-        assert g.dtype == dtype
-        assert_close(g, e)
+    case = ConvCase("pointwise", (5, 8, 5, 7), (6, 4, 1, 1), groups=2)
+    results = numba_results(case, dtype, seed=6)
+    assert all(result.dtype == dtype for result in results)
+    assert_results_close(results, naive_results(case, dtype, seed=6))
 
 
 def test_build_info():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.testing import assert_close
+from fastconv.cases import assert_close, assert_results_close, tolerance
 from nn.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 
 BN_SHAPES = [(6, 5), (4, 3, 7), (3, 4, 5, 6), (2, 3, 33, 17)]
@@ -28,13 +28,8 @@ def bn_all(backend, x, gamma, beta, rmean, rvar, dout, training, activation):
     return (out, *fastconv.batch_norm_backward(dout, cache), rmean, rvar)
 
 
-def assert_all_close(actual, expected):
-    for index, (got, want) in enumerate(zip(actual, expected, strict=True)):
-        if want is None:
-            assert got is None, index
-        else:
-            assert got.dtype == want.dtype, index
-            assert_close(got, want, err_msg=f"result {index}")
+def loss_tolerance(dtype) -> float:
+    return tolerance(f"loss-{np.dtype(dtype).name}")
 
 
 # --- every backend against the reference ------------------------------------------------------
@@ -47,7 +42,7 @@ def test_relu_matches_reference(backend, dtype, shape):
     for name in (backend, "naive"):
         out, cache = fastconv.relu_forward(x, backend=name)
         results[name] = (out, fastconv.relu_backward(dout, cache))
-    assert_all_close(results[backend], results["naive"])
+    assert_results_close(results[backend], results["naive"])
 
 
 def test_relu_keeps_nan_and_zeroes_negative_zero(backend):
@@ -63,7 +58,7 @@ def test_relu_keeps_nan_and_zeroes_negative_zero(backend):
 @pytest.mark.parametrize("activation", [None, "relu"])
 def test_batch_norm_matches_reference(backend, dtype, shape, training, activation):
     inputs = bn_inputs(shape, dtype)
-    assert_all_close(bn_all(backend, *inputs, training, activation), bn_all("naive", *inputs, training, activation))
+    assert_results_close(bn_all(backend, *inputs, training, activation), bn_all("naive", *inputs, training, activation))
 
 
 @pytest.mark.parametrize("transposed", [False, True], ids=["w", "w.T-view"])
@@ -80,7 +75,7 @@ def test_affine_matches_reference(backend, dtype, shape, transposed):
     for name in (backend, "naive"):
         out, cache = fastconv.affine_forward(x, w, b, backend=name)
         results[name] = (out, *fastconv.affine_backward(dout, cache))
-    assert_all_close(results[backend], results["naive"])
+    assert_results_close(results[backend], results["naive"])
     assert results[backend][2].flags.f_contiguous == transposed  # dw keeps w's memory order
 
 
@@ -101,7 +96,7 @@ def test_softmax_cross_entropy_matches_reference(backend, dtype, shape):
     want = fastconv.softmax_cross_entropy(scores, y, backend="naive")
     assert got[1].dtype == dtype
     if shape[0]:
-        assert got[0] == pytest.approx(want[0], rel=1e-5 if dtype == np.float32 else 1e-12)
+        assert got[0] == pytest.approx(want[0], rel=loss_tolerance(dtype))
         assert_close(got[1], want[1])
     else:
         assert np.isnan(got[0]) and got[1].shape == shape
@@ -135,12 +130,12 @@ def run_updates(rule, backend, dtype, shape=(17, 1031), steps=3):
 
 @pytest.mark.parametrize("rule", UPDATES)
 def test_updates_match_reference(backend, dtype, rule):
-    assert_all_close(run_updates(rule, backend, dtype), run_updates(rule, "naive", dtype))
+    assert_results_close(run_updates(rule, backend, dtype), run_updates(rule, "naive", dtype))
 
 
 # --- numeric gradients (float64, the reference and every backend) -----------------------------
 
-GRAD_TOL = 1e-6  # central differences through a normalization: ~1e-7 at best
+GRADIENT = tolerance("step-gradient")
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES[:3])
@@ -161,7 +156,7 @@ def test_batch_norm_gradients_are_numerically_right(backend, shape, training, ac
             args = [x, gamma, beta]
             args[index] = v
             return forward(*args)
-        assert rel_error(analytic[index], eval_numerical_gradient_array(f, value, dout)) < GRAD_TOL
+        assert rel_error(analytic[index], eval_numerical_gradient_array(f, value, dout)) < GRADIENT
 
 
 def test_affine_relu_and_loss_gradients_are_numerically_right(backend):
@@ -175,16 +170,16 @@ def test_affine_relu_and_loss_gradients_are_numerically_right(backend):
             args = [x, w, b]
             args[index] = v
             return fastconv.affine_forward(*args, backend=backend)[0]
-        assert rel_error(got, eval_numerical_gradient_array(f, value, dout)) < GRAD_TOL
+        assert rel_error(got, eval_numerical_gradient_array(f, value, dout)) < GRADIENT
     z = rng.standard_normal((3, 4)) + 0.1
     _, relu_cache = fastconv.relu_forward(z, backend=backend)
     numeric = eval_numerical_gradient_array(lambda v: fastconv.relu_forward(v, backend=backend)[0], z, dout[:3, :4])
-    assert rel_error(fastconv.relu_backward(dout[:3, :4], relu_cache), numeric) < GRAD_TOL
+    assert rel_error(fastconv.relu_backward(dout[:3, :4], relu_cache), numeric) < GRADIENT
     scores, y = rng.standard_normal((6, 5)), rng.integers(0, 5, 6)
     _, dscores = fastconv.softmax_cross_entropy(scores, y, backend=backend)
     numeric = eval_numerical_gradient(lambda s: fastconv.softmax_cross_entropy(s, y, backend=backend)[0], scores,
                                       verbose=False)
-    assert rel_error(dscores, numeric) < GRAD_TOL
+    assert rel_error(dscores, numeric) < GRADIENT
 
 
 def test_conv_with_fused_relu_gradients_are_numerically_right(backend):
@@ -199,7 +194,7 @@ def test_conv_with_fused_relu_gradients_are_numerically_right(backend):
             args = [x, w, b]
             args[index] = v
             return fastconv.conv2d_forward(*args, 1, 1, backend=backend, activation="relu")[0]
-        assert rel_error(analytic[index], eval_numerical_gradient_array(f, value, dout)) < 1e-6
+        assert rel_error(analytic[index], eval_numerical_gradient_array(f, value, dout)) < GRADIENT
 
 
 # --- PyTorch as the independent oracle ----------------------------------------------------------
@@ -215,7 +210,7 @@ def test_batch_norm_matches_torch(backend, dtype, shape, training):
     out = torch.relu(torch.nn.functional.batch_norm(tx, trm, trv, tg, tb, training, momentum=0.2, eps=1e-5))
     out.backward(torch.tensor(dout))
     theirs = (out.detach().numpy(), tx.grad.numpy(), tg.grad.numpy(), tb.grad.numpy(), trm.numpy(), trv.numpy())
-    assert_all_close(ours, theirs)
+    assert_results_close(ours, theirs)
 
 
 def test_affine_and_loss_match_torch(backend, dtype):
@@ -230,8 +225,9 @@ def test_affine_and_loss_match_torch(backend, dtype):
     tout = torch.nn.functional.linear(tx.reshape(8, -1), tw, tb)
     tloss = torch.nn.functional.cross_entropy(tout, torch.tensor(y))
     tloss.backward()
-    assert loss == pytest.approx(tloss.item(), rel=1e-5 if dtype == np.float32 else 1e-12)
-    assert_all_close((out, dx, dwt.T, db), (tout.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()))
+    assert loss == pytest.approx(tloss.item(), rel=loss_tolerance(dtype))
+    assert_results_close((out, dx, dwt.T, db),
+                         (tout.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()))
 
 
 @pytest.mark.parametrize("rule", UPDATES)
@@ -271,7 +267,7 @@ def test_any_layout_and_read_only_inputs_give_the_same_result(backend, dtype):
     for variant in (odd, strided, x.astype(x.dtype.newbyteorder(">"))):
         kept = variant.copy()
         variant.flags.writeable = False
-        assert_all_close(bn_all(backend, variant, gamma, beta, rmean, rvar, dout, True, "relu"), expected)
+        assert_results_close(bn_all(backend, variant, gamma, beta, rmean, rvar, dout, True, "relu"), expected)
         np.testing.assert_array_equal(variant, kept)
 
 
@@ -283,8 +279,7 @@ def test_inputs_are_never_modified_except_the_updated_ones(backend):
     fastconv.relu_backward(arrays[1], cache)
     fastconv.relu_backward(arrays[1], cache)  # backward twice: the same answer
     fastconv.softmax_cross_entropy(arrays[2], np.arange(5), backend=backend)
-    for a, b in zip(arrays, before):
-        np.testing.assert_array_equal(a, b)
+    assert_results_close(arrays, before, exact=True)
     w, dw = arrays[0].copy(), arrays[1]
     fastconv.sgd_update(w, dw, 0.5, backend=backend)
     np.testing.assert_array_equal(dw, before[1])
@@ -357,5 +352,4 @@ def test_same_bits_from_any_thread_and_every_call(fast_backend, dtype, threads, 
     with ThreadPoolExecutor(max_workers=2) as pool:
         others = list(pool.map(lambda _: run(), range(3)))
     for result in [run(), *others]:
-        for got, want in zip(result, first):
-            np.testing.assert_array_equal(got, want)
+        assert_results_close(result, first, exact=True)

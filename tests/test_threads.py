@@ -8,8 +8,8 @@ import pytest
 import fastconv
 from fastconv import _blas
 from fastconv._threads import blas_threads, inner_blas_single_threaded
-from fastconv.testing import (CONV_GRID, POOL_GRID, assert_close, config_conv_inputs, config_pool_inputs,
-                              conv2d_results, pool2d_results)
+from fastconv.cases import assert_results_close
+from fastconv.testing import CONV_GRID, POOL_GRID, POOL_OPS, conv2d_results, pool2d_results
 
 
 @pytest.mark.parametrize("bad", (1.0, 2.5, "2", True, False, [2], np.float64(2)), ids=repr)
@@ -35,17 +35,15 @@ def results_with_threads(n, backend, dtype):
     # A batch of 8 so backends that split the batch across threads really do.
     fastconv.set_num_threads(n)
     conv_cfg = next(cfg for cfg in CONV_GRID if cfg.name == "everything")._replace(x_shape=(8, 4, 16, 15))
-    results = list(conv2d_results(*config_conv_inputs(conv_cfg, dtype), backend, **conv_cfg.kwargs()))
+    results = list(conv2d_results(*conv_cfg.inputs(dtype), backend, **conv_cfg.kwargs()))
     pool_cfg = next(cfg for cfg in POOL_GRID if cfg.name == "k3-s2-p1-odd")._replace(x_shape=(8, 3, 15, 13))
-    for op in ("max_pool2d", "avg_pool2d"):
-        results += pool2d_results(op, *config_pool_inputs(pool_cfg, dtype), backend, **pool_cfg.kwargs())
+    for op in POOL_OPS:
+        results += pool2d_results(op, *pool_cfg.inputs(dtype), backend, **pool_cfg.kwargs())
     return results
 
 
 def test_results_do_not_depend_on_thread_count(backend, dtype, restore_num_threads):
-    one, two = results_with_threads(1, backend, dtype), results_with_threads(2, backend, dtype)
-    for index, (got, want) in enumerate(zip(two, one)):
-        assert_close(got, want, err_msg=f"result {index}")
+    assert_results_close(results_with_threads(2, backend, dtype), results_with_threads(1, backend, dtype))
 
 
 # --- Results and BLAS settings that must not depend on the calling Python thread.
@@ -59,14 +57,14 @@ def _calling_thread_workloads(dtype):
              next(cfg for cfg in CONV_GRID if cfg.name == "everything")._replace(x_shape=(8, 4, 16, 15)),
              basic._replace(x_shape=(4, 32, 16, 16), w_shape=(32, 32, 3, 3)))
     pool = next(cfg for cfg in POOL_GRID if cfg.name == "k3-s2-p1-odd")._replace(x_shape=(8, 3, 15, 13))
-    conv_inputs = [(cfg, config_conv_inputs(cfg, dtype, seed=i)) for i, cfg in enumerate(convs)]
-    pool_inputs = config_pool_inputs(pool, dtype)
+    conv_inputs = [(cfg, cfg.inputs(dtype, seed=i)) for i, cfg in enumerate(convs)]
+    pool_inputs = pool.inputs(dtype)
 
     def run(backend):
         results = []
         for cfg, arrays in conv_inputs:
             results += conv2d_results(*arrays, backend, **cfg.kwargs())
-        for op in ("max_pool2d", "avg_pool2d"):
+        for op in POOL_OPS:
             results += pool2d_results(op, *pool_inputs, backend, **pool.kwargs())
         return results
     return run
@@ -84,12 +82,7 @@ def test_results_do_not_depend_on_the_calling_thread(fast_backend, dtype, thread
     fastconv.set_num_threads(threads)
     run = _calling_thread_workloads(dtype)
     from_main = run(fast_backend)
-    from_worker = _in_new_thread(run, fast_backend)
-    for index, (got, want) in enumerate(zip(from_worker, from_main, strict=True)):
-        if want is None:
-            assert got is None
-        else:
-            np.testing.assert_array_equal(got, want, err_msg=f"result {index}")
+    assert_results_close(_in_new_thread(run, fast_backend), from_main, exact=True)
 
 
 def test_blas_is_pinned_to_one_thread_from_any_python_thread(restore_num_threads):
