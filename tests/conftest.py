@@ -1,10 +1,12 @@
-"""Fixtures shared by the test suite: every test that takes `backend` runs on every available backend."""
+"""Shared fixtures: every available backend and dtype, thread and autotune settings restored, a kernel spy."""
+import inspect
 import os
 
 import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _registry
 from fastconv.testing import DTYPES, fast_backends
 
 BACKENDS = fastconv.available_backends()
@@ -44,3 +46,27 @@ def own_autotune_file(tmp_path_factory):
     else:
         os.environ["FASTCONV_AUTOTUNE_CACHE"] = previous
 
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Every backend kernel call of the test, in order, as (kernel name, {argument name: value}): what
+    the front (fastconv._api and _validate) hands the backends, and whether it hands them anything."""
+    calls = []
+    real_get_module = _registry.get_module
+
+    class Recorded:
+        def __init__(self, name):
+            self._module = real_get_module(name)
+
+        def __getattr__(self, attribute):
+            found = getattr(self._module, attribute)
+            if attribute == "supports" or not callable(found):
+                return found
+
+            def kernel(*args, **kwargs):
+                calls.append((attribute, inspect.signature(found).bind(*args, **kwargs).arguments))
+                return found(*args, **kwargs)
+            return kernel
+
+    monkeypatch.setattr(_registry, "get_module", Recorded)
+    return calls

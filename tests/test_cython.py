@@ -147,12 +147,13 @@ def test_sizes_beyond_int32_indexing_are_handed_to_another_backend(monkeypatch):
         assert_results_close(pool_any(op, x, "cython"), pool_any(op, x, "naive"))
 
 
-def test_malformed_input_is_rejected_before_compiled_code():
+def test_malformed_input_is_rejected_before_compiled_code(kernel_calls):
     x = np.zeros((2, 3, 8, 8), np.float32)
     with pytest.raises(ValueError, match="channel|group|C"):
         fastconv.conv2d_forward(x, np.zeros((4, 2, 3, 3), np.float32), backend="cython")
     with pytest.raises(TypeError):
         fastconv.max_pool2d_forward(x.astype(np.int32), 2, backend="cython")
+    assert kernel_calls == []
 
 
 def test_missing_extension_leaves_backend_out_with_build_hint(monkeypatch):

@@ -1,8 +1,12 @@
-"""The error contract: every malformed input gets a ValueError/TypeError naming the argument, on every backend."""
+"""The error contract: every malformed input gets a ValueError/TypeError naming the argument, before any
+backend runs (so on every backend alike)."""
 import numpy as np
 import pytest
 
 import fastconv
+
+# The front validates before a backend runs, so any one backend speaks for all of them.
+ANY_BACKEND = fastconv.available_backends()[0]
 
 BAD_DTYPES = [np.int32, np.int64, np.uint8, np.bool_, np.float16, np.complex64, np.complex128, object]
 if np.dtype(np.longdouble).itemsize > 8:  # float80/float128 where the platform has it
@@ -93,43 +97,51 @@ POOL_FORWARDS = {"max_pool2d": fastconv.max_pool2d_forward, "avg_pool2d": fastco
 POOL_BACKWARDS = {"max_pool2d": fastconv.max_pool2d_backward, "avg_pool2d": fastconv.avg_pool2d_backward}
 
 
+# Validation runs in the front, before a backend is chosen or called: each rejection below is
+# checked once, with the kernel_calls spy showing that no backend kernel ran.
+
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_forward_rejects(backend, case):
+def test_conv2d_forward_rejects(kernel_calls, case):
     overrides, error, match = CONV_CASES[case]
     with pytest.raises(error, match=match):
-        fastconv.conv2d_forward(**{**conv_args(), **overrides}, backend=backend)
+        fastconv.conv2d_forward(**{**conv_args(), **overrides}, backend=ANY_BACKEND)
+    assert kernel_calls == []
 
 
 @pytest.mark.parametrize("op", POOL_FORWARDS)
 @pytest.mark.parametrize("case", POOL_CASES)
-def test_pool2d_forward_rejects(backend, op, case):
+def test_pool2d_forward_rejects(kernel_calls, op, case):
     overrides, error, match = POOL_CASES[case]
     with pytest.raises(error, match=match):
-        POOL_FORWARDS[op](**{**pool_args(), **overrides}, backend=backend)
+        POOL_FORWARDS[op](**{**pool_args(), **overrides}, backend=ANY_BACKEND)
+    assert kernel_calls == []
 
 
 @pytest.mark.parametrize("bad", BAD_DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name", ("x", "w", "b"))
-def test_conv2d_rejects_non_float_dtypes(backend, name, bad):
+def test_conv2d_rejects_non_float_dtypes(kernel_calls, name, bad):
     args = conv_args()
     args[name] = args[name].astype(bad)
     with pytest.raises(TypeError, match=rf"{name} must have dtype float32 or float64, got {np.dtype(bad)}"):
-        fastconv.conv2d_forward(**args, backend=backend)
+        fastconv.conv2d_forward(**args, backend=ANY_BACKEND)
+    assert kernel_calls == []
 
 
 @pytest.mark.parametrize("bad", BAD_DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("op", POOL_FORWARDS)
-def test_pool2d_rejects_non_float_dtypes(backend, op, bad):
+def test_pool2d_rejects_non_float_dtypes(kernel_calls, op, bad):
     x = pool_args()["x"].astype(bad)
     with pytest.raises(TypeError, match=rf"x must have dtype float32 or float64, got {np.dtype(bad)}"):
-        POOL_FORWARDS[op](x, 2, backend=backend)
+        POOL_FORWARDS[op](x, 2, backend=ANY_BACKEND)
+    assert kernel_calls == []
 
 
-def test_structured_and_non_native_integer_dtypes_rejected():
+def test_structured_and_non_native_integer_dtypes_rejected(kernel_calls):
     with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
         fastconv.max_pool2d_forward(np.zeros((1, 1, 2, 2), dtype=[("a", "f8")]), 2)
     with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
         fastconv.max_pool2d_forward(np.zeros((1, 1, 2, 2), ">i4"), 2)
+    assert kernel_calls == []
 
 
 def bad_douts(out_shape, dtype):
@@ -146,25 +158,30 @@ def bad_douts(out_shape, dtype):
     ]
 
 
-def test_conv2d_backward_rejects_bad_dout(backend):
-    out, cache = fastconv.conv2d_forward(**conv_args(), backend=backend)
+def test_conv2d_backward_rejects_bad_dout(kernel_calls):
+    out, cache = fastconv.conv2d_forward(**conv_args(), backend=ANY_BACKEND)
+    kernel_calls.clear()
     for dout, error, match in bad_douts(out.shape, out.dtype):
         with pytest.raises(error, match=match):
             fastconv.conv2d_backward(dout, cache)
+    assert kernel_calls == []
 
 
 @pytest.mark.parametrize("op", POOL_FORWARDS)
-def test_pool2d_backward_rejects_bad_dout(backend, op):
-    out, cache = POOL_FORWARDS[op](**pool_args(), backend=backend)
+def test_pool2d_backward_rejects_bad_dout(kernel_calls, op):
+    out, cache = POOL_FORWARDS[op](**pool_args(), backend=ANY_BACKEND)
+    kernel_calls.clear()
     for dout, error, match in bad_douts(out.shape, out.dtype):
         with pytest.raises(error, match=match):
             POOL_BACKWARDS[op](dout, cache)
+    assert kernel_calls == []
 
 
-def test_backward_rejects_wrong_cache(backend):
-    conv_out, conv_cache = fastconv.conv2d_forward(**conv_args(), backend=backend)
-    max_out, max_cache = fastconv.max_pool2d_forward(**pool_args(), backend=backend)
-    avg_out, avg_cache = fastconv.avg_pool2d_forward(**pool_args(), backend=backend)
+def test_backward_rejects_wrong_cache(kernel_calls):
+    conv_out, conv_cache = fastconv.conv2d_forward(**conv_args(), backend=ANY_BACKEND)
+    max_out, max_cache = fastconv.max_pool2d_forward(**pool_args(), backend=ANY_BACKEND)
+    avg_out, avg_cache = fastconv.avg_pool2d_forward(**pool_args(), backend=ANY_BACKEND)
+    kernel_calls.clear()
     wrong = [
         (fastconv.conv2d_backward, conv_out, max_cache, "conv2d_forward"),
         (fastconv.conv2d_backward, conv_out, tuple(conv_cache), "conv2d_forward"),
@@ -177,6 +194,7 @@ def test_backward_rejects_wrong_cache(backend):
     for backward, dout, cache, producer in wrong:
         with pytest.raises(TypeError, match=rf"cache must be the cache returned by {producer}"):
             backward(dout, cache)
+    assert kernel_calls == []
 
 
 def enter_backend(name):
@@ -199,10 +217,13 @@ def test_unknown_backend_rejected_by_every_function():
     assert fastconv.get_backend() == "auto"
 
 
-def test_numpy_integer_arguments_accepted(backend):
-    # numpy integers are integers: only floats and bools are refused.
+def test_numpy_integer_arguments_accepted(kernel_calls):
+    # numpy integers are integers: only floats and bools are refused; the backends get plain ints.
     args = {**conv_args(), "stride": np.int64(1), "padding": (np.int32(1), 1), "groups": np.int16(2)}
-    out, _ = fastconv.conv2d_forward(**args, backend=backend)
+    out, _ = fastconv.conv2d_forward(**args, backend=ANY_BACKEND)
     assert out.shape == (2, 6, 6, 6)
-    out, _ = fastconv.max_pool2d_forward(pool_args()["x"], np.array([2, 3]), stride=np.int8(1), backend=backend)
+    out, _ = fastconv.max_pool2d_forward(pool_args()["x"], np.array([2, 3]), stride=np.int8(1), backend=ANY_BACKEND)
     assert out.shape == (2, 3, 5, 4)
+    assert [kernel for kernel, _ in kernel_calls] == ["conv2d_forward", "max_pool2d_forward"]
+    for _, arguments in kernel_calls:
+        assert all(type(value) is int for value in arguments["p"]), arguments["p"]

@@ -9,6 +9,10 @@ from fastconv.testing import CONV_GRID, POOL_GRID, POOL_OPS, case_id, conv2d_res
 
 CONV_CFG = next(cfg for cfg in CONV_GRID if cfg.name == "everything")
 POOL_CFG = next(cfg for cfg in POOL_GRID if cfg.name == "pairs-overlapping")
+# The front hands every backend C-contiguous, native-order arrays (see
+# test_backends_get_c_contiguous_native_arrays), so one backend speaks for all of them; only
+# read-only arrays reach the backends as they are, and every backend gets those.
+ANY_BACKEND = fastconv.available_backends()[0]
 
 
 def strided_view(arr):
@@ -56,7 +60,12 @@ def test_layouts_keep_values_but_change_memory():
         assert not (changed.flags.c_contiguous and changed.flags.writeable and changed.dtype.isnative), name
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+LAYOUT_RUNS = [pytest.param(layout, ANY_BACKEND, id=f"{layout}-{ANY_BACKEND}") for layout in LAYOUTS
+               if layout != "read-only"]
+LAYOUT_RUNS += [pytest.param("read-only", name, id=f"read-only-{name}") for name in fastconv.available_backends()]
+
+
+@pytest.mark.parametrize("layout, backend", LAYOUT_RUNS)
 def test_conv2d_any_layout(backend, dtype, layout):
     x, w, b, dout = CONV_CFG.inputs(dtype)
     expected = conv2d_results(x, w, b, dout, backend, **CONV_CFG.kwargs())
@@ -66,13 +75,33 @@ def test_conv2d_any_layout(backend, dtype, layout):
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout, backend", LAYOUT_RUNS)
 def test_pool2d_any_layout(backend, dtype, op, layout):
     x, dout = POOL_CFG.inputs(dtype)
     expected = pool2d_results(op, x, dout, backend, **POOL_CFG.kwargs())
     change = LAYOUTS[layout]
     actual = pool2d_results(op, change(x), change(dout), backend, **POOL_CFG.kwargs())
     assert_results_close(actual, expected)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_backends_get_c_contiguous_native_arrays(kernel_calls, layout):
+    change = LAYOUTS[layout]
+    x, w, b, dout = (change(a) for a in CONV_CFG.inputs(np.float32))
+    conv2d_results(x, w, b, dout, ANY_BACKEND, **CONV_CFG.kwargs())
+    x, dout = (change(a) for a in POOL_CFG.inputs(np.float32))
+    for op in POOL_OPS:
+        pool2d_results(op, x, dout, ANY_BACKEND, **POOL_CFG.kwargs())
+    assert [kernel for kernel, _ in kernel_calls] == [
+        "conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+        "avg_pool2d_backward"]
+    for kernel, arguments in kernel_calls:
+        for name in ("x", "w", "b", "dout"):
+            array = arguments.get(name)
+            if array is not None:
+                assert array.flags.c_contiguous and array.dtype.isnative, f"{kernel} got {name} as passed"
+                # Copied only when the layout needs it: read-only arrays reach the backends as they are.
+                assert array.flags.writeable == (layout != "read-only"), f"{kernel}: {name} writeable"
 
 
 @pytest.mark.parametrize("bias", (True, False), ids=("bias", "no-bias"))
@@ -145,12 +174,15 @@ def test_pool2d_backward_twice_and_interleaved(backend, dtype, op):
     assert_results_close((out2, dx2), pool2d_results(op, x2, dout2, backend, **other.kwargs()), exact=True)
 
 
+# The front answers an empty batch by itself (kernel_calls stays empty): one backend speaks for all.
+
 @pytest.mark.parametrize("cfg", [cfg for cfg in CONV_GRID if cfg.name in ("everything", "groups-no-bias")],
                          ids=case_id)
-def test_conv2d_empty_batch(backend, dtype, cfg):
+def test_conv2d_empty_batch(kernel_calls, dtype, cfg):
     cfg = cfg._replace(x_shape=(0, *cfg.x_shape[1:]))
     x, w, b, dout = cfg.inputs(dtype)
-    out, dx, dw, db = conv2d_results(x, w, b, dout, backend, **cfg.kwargs())
+    out, dx, dw, db = conv2d_results(x, w, b, dout, ANY_BACKEND, **cfg.kwargs())
+    assert kernel_calls == []
     assert out.shape == cfg.out_shape() and out.dtype == np.dtype(dtype)
     assert dx.shape == x.shape and dx.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(dw, np.zeros_like(w))
@@ -163,9 +195,10 @@ def test_conv2d_empty_batch(backend, dtype, cfg):
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
-def test_pool2d_empty_batch(backend, dtype, op):
+def test_pool2d_empty_batch(kernel_calls, dtype, op):
     cfg = POOL_CFG._replace(x_shape=(0, *POOL_CFG.x_shape[1:]))
     x, dout = cfg.inputs(dtype)
-    out, dx = pool2d_results(op, x, dout, backend, **cfg.kwargs())
+    out, dx = pool2d_results(op, x, dout, ANY_BACKEND, **cfg.kwargs())
+    assert kernel_calls == []
     assert out.shape == cfg.out_shape() and out.dtype == np.dtype(dtype)
     assert dx.shape == x.shape and dx.dtype == np.dtype(dtype)
