@@ -161,11 +161,12 @@ def test_repr_like_pytorch():
         ")")
 
 
-def test_conv_and_pool_modules_take_a_backend(backend):
+def test_conv_and_pool_modules_take_a_backend(fast_backend):
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
     reference = nn.Sequential(nn.Conv2d(3, 4, 3, rng=0, backend="naive"), nn.AvgPool2d(2, backend="naive"))
-    chosen = nn.Sequential(nn.Conv2d(3, 4, 3, rng=0, backend=backend), nn.AvgPool2d(2, backend=backend))
+    chosen = nn.Sequential(nn.Conv2d(3, 4, 3, rng=0, backend=fast_backend), nn.AvgPool2d(2, backend=fast_backend))
     out = chosen(x)
+    assert [module._cache.backend for module in chosen] == [fast_backend, fast_backend]
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, reference(x), **tolerance("module-float32"))
 
