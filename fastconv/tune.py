@@ -25,7 +25,8 @@ def signatures(cases=None, dtypes=None) -> list[tuple[str, str, tuple]]:
     from .bench import workloads as wl
 
     found = {}
-    for workload in wl.select(False, cases, None, dtypes):
+    # Kernel workloads only: a training step (nn's family) is made of these calls, not a decision itself.
+    for workload in wl.select(False, cases, list(wl.KERNEL_OPS), dtypes):
         if workload.small or workload.op == "conv_fwd":  # conv_fwd shares conv_fwd_bwd's decision
             continue
         case, dtype = workload.case, np.dtype(workload.dtype)

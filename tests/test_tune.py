@@ -22,6 +22,13 @@ def test_list_shows_each_signature_once_without_measuring(capsys):
     assert not (_tuning_store.load())
 
 
+def test_default_list_covers_the_kernel_suite_not_the_training_steps(capsys):
+    assert cli.main(["tune", "--list"]) == 0  # nn's train_step workloads are in the suite too
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(" conv2d " in line or "_pool2d " in line for line in lines)
+    assert not any(line.startswith(("digits", "cs231n ", "vgg ")) for line in lines)
+
+
 def test_tune_stores_a_decision_that_a_new_process_uses(capsys, monkeypatch):
     assert cli.main(["tune", "--case", "pool2-s2", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
