@@ -1,6 +1,7 @@
 """Speedup floors: ratios measured side by side in one run (interleaved rounds, medians), generous minimums.
 
-The quick mode (the default, run in CI) checks a small case against naive and two suite shapes
+A benchmark, not a unit test (the unit tests in tests/ never time anything): run it with
+`python -m pytest benchmarks/`. The quick mode (the default) checks a small case against naive and two suite shapes
 against im2col (shapes where the compiled backends lead by 1.4x or more on a quiet machine, so
 the check is about regressions, not noise); FASTCONV_FULL_SPEEDUPS=1 checks the whole 8-shape
 suite in both dtypes with more repeats. The floors are far below the measured speedups so that a
