@@ -87,18 +87,24 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, back
     return out, ConvCache(name, x, w, b is not None, p, ctx, out if relu else None)
 
 
-def conv2d_backward(dout, cache):
-    """Gradients of :func:`conv2d_forward`: returns ``(dx, dw, db)``; ``db`` is None without bias."""
+def conv2d_backward(dout, cache, *, need_dx=True):
+    """Gradients of :func:`conv2d_forward`: returns ``(dx, dw, db)``; ``db`` is None without bias.
+
+    ``need_dx=False`` skips the input gradient (``dx`` comes back None), as PyTorch does for an
+    input that needs no gradient: a network's first layer, whose dx would cost as much as its
+    forward pass.
+    """
     if not isinstance(cache, ConvCache):
         raise TypeError(f"cache must be the cache returned by conv2d_forward, got {type(cache).__name__}")
+    need_dx = _validate.flag_arg("need_dx", need_dx)
     x, w, p = cache.x, cache.w, cache.params
     dout = _validate.dout_arg(dout, (x.shape[0], w.shape[0], p.out_h, p.out_w), x.dtype)
     if x.shape[0] == 0:
         db = np.zeros(w.shape[0], x.dtype) if cache.has_bias else None
-        return np.zeros_like(x), np.zeros_like(w), db
+        return np.zeros_like(x) if need_dx else None, np.zeros_like(w), db
     if cache.relu_out is not None:
         dout = _registry.kernel(cache.backend, "relu_backward")(dout, cache.relu_out)
-    return _registry.get_module(cache.backend).conv2d_backward(dout, x, w, cache.ctx, p, cache.has_bias)
+    return _registry.get_module(cache.backend).conv2d_backward(dout, x, w, cache.ctx, p, cache.has_bias, need_dx)
 
 
 def _pool_forward(op: str, x, kernel_size, stride, padding, backend):

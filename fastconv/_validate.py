@@ -195,3 +195,10 @@ def activation_arg(activation) -> bool:
     if activation != "relu":
         raise ValueError(f"activation must be None or 'relu', got {activation!r}")
     return True
+
+
+def flag_arg(name: str, value) -> bool:
+    """A yes/no option: True or False (numpy's bools too), never a truthy stand-in like 1 or "no"."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

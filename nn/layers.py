@@ -66,9 +66,9 @@ def conv_forward_naive(x, w, b, conv_param):
     return _conv_forward(x, w, b, conv_param, "naive")
 
 
-def conv_backward_naive(dout, cache):
-    """Gradients ``(dx, dw, db)`` of :func:`conv_forward_naive`."""
-    return fastconv.conv2d_backward(dout, cache)
+def conv_backward_naive(dout, cache, need_dx=True):
+    """Gradients ``(dx, dw, db)`` of :func:`conv_forward_naive` (``dx`` None with ``need_dx=False``)."""
+    return fastconv.conv2d_backward(dout, cache, need_dx=need_dx)
 
 
 def conv_forward_fast(x, w, b, conv_param, backend=None):
@@ -76,9 +76,10 @@ def conv_forward_fast(x, w, b, conv_param, backend=None):
     return _conv_forward(x, w, b, conv_param, backend)
 
 
-def conv_backward_fast(dout, cache):
-    """Gradients ``(dx, dw, db)`` of :func:`conv_forward_fast`."""
-    return fastconv.conv2d_backward(dout, cache)
+def conv_backward_fast(dout, cache, need_dx=True):
+    """Gradients ``(dx, dw, db)`` of :func:`conv_forward_fast`; ``need_dx=False`` skips ``dx`` (None):
+    a network's first layer, whose input needs no gradient."""
+    return fastconv.conv2d_backward(dout, cache, need_dx=need_dx)
 
 
 def _max_pool_forward(x, pool_param, backend):
@@ -278,9 +279,9 @@ def conv_relu_forward(x, w, b, conv_param, backend=None):
                                    backend=backend, activation="relu")
 
 
-def conv_relu_backward(dout, cache):
-    """Gradients ``(dx, dw, db)`` of :func:`conv_relu_forward`."""
-    return fastconv.conv2d_backward(dout, cache)
+def conv_relu_backward(dout, cache, need_dx=True):
+    """Gradients ``(dx, dw, db)`` of :func:`conv_relu_forward` (``dx`` None with ``need_dx=False``)."""
+    return fastconv.conv2d_backward(dout, cache, need_dx=need_dx)
 
 
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param, backend=None):
@@ -290,7 +291,7 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param, backend=None):
     return out, (conv_cache, pool_cache)
 
 
-def conv_relu_pool_backward(dout, cache):
-    """Gradients ``(dx, dw, db)`` of :func:`conv_relu_pool_forward`."""
+def conv_relu_pool_backward(dout, cache, need_dx=True):
+    """Gradients ``(dx, dw, db)`` of :func:`conv_relu_pool_forward` (``dx`` None with ``need_dx=False``)."""
     conv_cache, pool_cache = cache
-    return conv_relu_backward(max_pool_backward_fast(dout, pool_cache), conv_cache)
+    return conv_relu_backward(max_pool_backward_fast(dout, pool_cache), conv_cache, need_dx)

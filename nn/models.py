@@ -35,6 +35,8 @@ def _float_dtype(dtype) -> np.dtype:
 
 def _l2(reg, params, weight_names, grads):
     """Add ``0.5 * reg * sum(W**2)`` per weight to the loss and ``reg * W`` to its gradient."""
+    if reg == 0:  # the usual case: no pass over the weights (adding 0 * W would change no gradient)
+        return 0.0
     penalty = 0.0
     for name in weight_names:
         penalty += 0.5 * reg * float(np.sum(params[name] * params[name]))
@@ -79,7 +81,8 @@ class ThreeLayerConvNet:
         grads = {}
         dhidden, grads["W3"], grads["b3"] = affine_backward(dscores, scores_cache)
         dpooled, grads["W2"], grads["b2"] = affine_relu_backward(dhidden, hidden_cache)
-        _, grads["W1"], grads["b1"] = conv_relu_pool_backward(dpooled, pool_cache)
+        # The images need no gradient: skipping it halves the first conv's backward (PyTorch skips it too).
+        _, grads["W1"], grads["b1"] = conv_relu_pool_backward(dpooled, pool_cache, need_dx=False)
         loss += _l2(self.reg, p, ("W1", "W2", "W3"), grads)
         return loss, grads
 
@@ -236,7 +239,7 @@ class ModuleClassifier:
         self.module.train()
         self.module.zero_grad()
         loss = self.criterion(self.module(X), y)
-        self.module.backward(self.criterion.backward())
+        self.module.backward_params(self.criterion.backward())  # the images need no gradient
         # copies: the next call zeroes and refills the Parameter.grad arrays
         return loss, {name: param.grad.copy() for name, param in self.module.named_parameters()}
 

@@ -70,6 +70,11 @@ class Module(abc.ABC):
     def backward(self, dout):
         """Gradient with respect to the input of the last forward call; accumulates parameter grads."""
 
+    def backward_params(self, dout) -> None:
+        """:meth:`backward` for a module whose input needs no gradient (a network's first layer):
+        parameter gradients only. Modules that can skip the input gradient override this."""
+        self.backward(dout)
+
     def __call__(self, *inputs):
         return self.forward(*inputs)
 
@@ -189,11 +194,21 @@ class Sequential(Module):
         self._cache = True
         return x
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
+        """The input gradient; with ``need_dx=False`` (the input needs none, as a torch tensor
+        without requires_grad) None, and the first module only accumulates its parameter gradients."""
         self._saved()
-        for module, _ in reversed(self._fused):
+        modules = [module for module, _ in self._fused]
+        for module in reversed(modules[1:]):
             dout = module.backward(dout)
-        return dout
+        if need_dx:
+            return modules[0].backward(dout) if modules else dout
+        if modules:
+            modules[0].backward_params(dout)
+        return None
+
+    def backward_params(self, dout) -> None:
+        self.backward(dout, need_dx=False)
 
 class Conv2d(Module):
     """2-D convolution (cross-correlation) through :func:`fastconv.conv2d_forward`.
@@ -234,12 +249,15 @@ class Conv2d(Module):
         """``relu(self(x))`` in one kernel; :meth:`backward` then goes through the ReLU too."""
         return self.forward(x, activation="relu")
 
-    def backward(self, dout):
-        dx, dw, db = fastconv.conv2d_backward(dout, self._saved())
+    def backward(self, dout, need_dx=True):
+        dx, dw, db = fastconv.conv2d_backward(dout, self._saved(), need_dx=need_dx)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
         return dx
+
+    def backward_params(self, dout) -> None:
+        self.backward(dout, need_dx=False)
 
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -148,7 +148,7 @@ class NNSequential(_Trainer):
     def _loss(self, X, y):
         self.net.zero_grad()
         loss = self.criterion(self.net(X), y)
-        self.net.backward(self.criterion.backward())
+        self.net.backward(self.criterion.backward(), need_dx=False)  # as torch: the images need no gradient
         return loss
 
     def step(self, X, y):

@@ -232,8 +232,14 @@ def test_winograd_matches_naive(x_shape, filters, padding, dtype, winograd_every
             if a is not None:
                 a.flags.writeable = False
         winograd_everywhere.clear()
-        assert_results_close(cython_results(variant, *arrays), naive_results(variant, dtype))
+        results = cython_results(variant, *arrays)
+        assert_results_close(results, naive_results(variant, dtype))
         assert {"conv2d_forward", "conv2d_backward"} <= set(winograd_everywhere)
+        _, cache = fastconv.conv2d_forward(*arrays[:3], backend="cython", **variant.kwargs())
+        winograd_everywhere.clear()
+        dx, dw, db = fastconv.conv2d_backward(arrays[3], cache, need_dx=False)  # Winograd without dx
+        assert dx is None and "conv2d_backward" in winograd_everywhere
+        assert_results_close((dw, db), results[2:], exact=True)
 
 
 def test_winograd_is_bitwise_deterministic_and_thread_count_free(winograd_everywhere, restore_num_threads):

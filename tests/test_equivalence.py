@@ -1,4 +1,5 @@
 """Every backend against the naive reference on a fixed grid: conv and both pools, forward and backward."""
+import numpy as np
 import pytest
 
 import fastconv
@@ -11,6 +12,18 @@ from fastconv.testing import (CONV_GRID, MAX_POOL_SPECIAL_KINDS, POOL_GRID, POOL
 def test_conv2d_matches_naive(fast_backend, dtype, cfg):
     actual = conv2d_results(*cfg.inputs(dtype), fast_backend, **cfg.kwargs())
     assert_results_close(actual, naive_results(cfg, dtype))
+
+
+@pytest.mark.parametrize("cfg", CONV_GRID, ids=case_id)
+def test_conv2d_backward_without_dx_gives_the_same_weight_gradients(backend, dtype, cfg):
+    # need_dx=False (a first layer) must skip dx only: dw and db bit for bit as with dx.
+    x, w, b, dout = cfg.inputs(dtype)
+    _, cache = fastconv.conv2d_forward(x, w, b, backend=backend, **cfg.kwargs())
+    _, dw, db = fastconv.conv2d_backward(dout, cache)
+    dx, dw_only, db_only = fastconv.conv2d_backward(dout, cache, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw_only, dw)
+    assert (db is None) == (db_only is None) and (db is None or np.array_equal(db_only, db))
 
 
 @pytest.mark.parametrize("op", POOL_OPS)

@@ -167,6 +167,23 @@ def test_conv2d_backward_rejects_bad_dout(kernel_calls):
     assert kernel_calls == []
 
 
+def test_conv2d_backward_need_dx_is_a_bool(kernel_calls):
+    out, cache = fastconv.conv2d_forward(**conv_args(), backend=ANY_BACKEND)
+    kernel_calls.clear()
+    for bad in (1, 0, "no", None, np.array([True])):
+        with pytest.raises(TypeError, match=r"need_dx must be True or False"):
+            fastconv.conv2d_backward(np.ones_like(out), cache, need_dx=bad)
+    assert kernel_calls == []
+
+
+def test_conv2d_backward_without_dx_on_an_empty_batch():
+    args = conv_args()
+    args["x"] = args["x"][:0]
+    out, cache = fastconv.conv2d_forward(**args, backend=ANY_BACKEND)
+    dx, dw, db = fastconv.conv2d_backward(out, cache, need_dx=False)
+    assert dx is None and not dw.any() and dw.shape == args["w"].shape
+
+
 @pytest.mark.parametrize("op", POOL_FORWARDS)
 def test_pool2d_backward_rejects_bad_dout(kernel_calls, op):
     out, cache = POOL_FORWARDS[op](**pool_args(), backend=ANY_BACKEND)

@@ -72,6 +72,31 @@ def test_sequential_gradients_through_every_kind_of_layer():
     check_module(model, np.random.default_rng(3).standard_normal((3, 1, 4, 4)))
 
 
+@pytest.mark.parametrize("first", ["conv", "linear", "relu"])
+def test_sequential_without_input_gradient_keeps_every_parameter_gradient(first, monkeypatch):
+    head = {"conv": nn.Conv2d(2, 3, 3, padding=1, dtype=F64, rng=0), "linear": nn.Flatten(), "relu": nn.ReLU()}[first]
+    model = nn.Sequential(head, nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16 if first == "conv" else 32, 4,
+                                                                    dtype=F64, rng=1))
+    x = np.random.default_rng(3).standard_normal((3, 2, 4, 4))
+    dout = np.random.default_rng(4).standard_normal((3, 4))
+    model.zero_grad()
+    model(x)
+    assert model.backward(dout) is not None
+    expected = {name: p.grad.copy() for name, p in model.named_parameters()}
+    skipped = []
+    real = nn.modules.fastconv.conv2d_backward
+    monkeypatch.setattr(nn.modules.fastconv, "conv2d_backward",
+                        lambda d, c, need_dx=True: skipped.append(not need_dx) or real(d, c, need_dx=need_dx))
+    model.zero_grad()
+    model(x)
+    assert model.backward(dout, need_dx=False) is None
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.grad, expected[name], err_msg=name)
+    assert skipped == ([True] if first == "conv" else [])  # a first conv skips its dx
+    empty = nn.Sequential()
+    assert empty(x) is x and empty.backward(dout, need_dx=False) is None and empty.backward(dout) is dout
+
+
 @pytest.mark.parametrize("loss", [nn.CrossEntropyLoss(), nn.MSELoss(), nn.MSELoss("sum")])
 def test_loss_module_gradients(loss):
     rng = np.random.default_rng(0)

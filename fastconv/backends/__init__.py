@@ -3,7 +3,8 @@
 Every backend module defines::
 
     conv2d_forward(x, w, b, p: ConvParams) -> (out, ctx)
-    conv2d_backward(dout, x, w, ctx, p: ConvParams, has_bias: bool) -> (dx, dw, db or None)
+    conv2d_backward(dout, x, w, ctx, p: ConvParams, has_bias: bool, need_dx: bool)
+        -> (dx or None when not need_dx, dw, db or None)
     max_pool2d_forward(x, p: PoolParams) -> (out, ctx)
     max_pool2d_backward(dout, x, ctx, p: PoolParams) -> dx
     avg_pool2d_forward(x, p: PoolParams) -> (out, ctx)

@@ -347,7 +347,7 @@ cdef void _backward_sample(const Geometry* g, const floating* dout, const floati
     cdef const floating* grad
     cdef const floating* patches
     cdef floating* dimage
-    if not g.identity:  # the identity path overwrites every cell of dx[n] with beta = 0
+    if dx != NULL and not g.identity:  # the identity path overwrites every cell of dx[n] with beta = 0
         memset(dx + n * g.C * in_plane, 0, g.C * in_plane * sizeof(floating))
     for t in range(g.n_tiles):
         oh0 = t * g.tile_rows
@@ -366,6 +366,8 @@ cdef void _backward_sample(const Geometry* g, const floating* dout, const floati
             _gemm(False, True, g.Fg, k, cols, 1, grad, out_plane,
                   patches, in_plane if g.identity else cols, 1, dw_part + grp * g.Fg * k, k)
             # dpatches = w_g^T @ dout_g, then back onto the image
+            if dx == NULL:
+                continue
             if g.identity:
                 _gemm(True, False, k, cols, g.Fg, 1, w + grp * g.Fg * k, k, grad, out_plane,
                       0, dimage + oh0 * g.W, in_plane)
@@ -386,7 +388,8 @@ cdef void _backward_samples(const Geometry* g, const floating* dout, const float
     cdef int positions = g.OH * g.OW, in_plane = g.H * g.W, cols = m * positions
     cdef int k = g.Cg * g.KH * g.KW
     cdef int grp, i, c, f
-    memset(dx + n0 * g.C * in_plane, 0, m * g.C * in_plane * sizeof(floating))
+    if dx != NULL:
+        memset(dx + n0 * g.C * in_plane, 0, m * g.C * in_plane * sizeof(floating))
     for grp in range(g.groups):
         _im2col_samples(g, x, n0, m, grp, col)
         for i in range(m):
@@ -394,6 +397,8 @@ cdef void _backward_samples(const Geometry* g, const floating* dout, const float
                 memcpy(grads + f * cols + i * positions,
                        dout + ((n0 + i) * g.F + grp * g.Fg + f) * positions, positions * sizeof(floating))
         _gemm(False, True, g.Fg, k, cols, 1, grads, cols, col, cols, 1, dw_part + grp * g.Fg * k, k)
+        if dx == NULL:
+            continue
         _gemm(True, False, k, cols, g.Fg, 1, w + grp * g.Fg * k, k, grads, cols, 0, dcol, cols)
         for i in range(m):
             for c in range(g.Cg):
@@ -410,8 +415,8 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
                     floating[:, ::1] dw_parts, floating[:, ::1] db_parts,
                     floating[:, ::1] col, floating[:, ::1] dcol, floating[:, ::1] grads,
                     tuple params, bint pointwise, int tile_rows, int samples, int num_threads):
-    """dx <- full gradient; the batch is cut into len(dw_parts) fixed chunks of consecutive
-    samples and dw_parts[c] += chunk c's share of dw (likewise db_parts, which may have zero
+    """dx <- full gradient (none when dx has no images); the batch is cut into len(dw_parts) fixed
+    chunks of consecutive samples and dw_parts[c] += chunk c's share of dw (likewise db_parts, which may have zero
     columns = no bias). One thread runs a whole chunk in sample order, so each part is the same
     whichever thread ran it; the caller sums the parts in chunk order. With samples > 1 a chunk
     goes that many whole images at a time (grads then holds their output gradients)."""
@@ -421,6 +426,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
     cdef Py_ssize_t col_stride = col.shape[1], dw_stride = dw_parts.shape[1], db_stride = db_parts.shape[1]
     cdef bint has_bias = db_parts.shape[1] > 0
     cdef floating* db_base = &db_parts[0, 0] if has_bias else NULL
+    cdef floating* dx_base = &dx[0, 0, 0, 0] if dx.shape[0] > 0 else NULL
     cdef int tid = 0  # thread-private inside the parallel block
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
@@ -430,7 +436,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
             if samples > 1:
                 n = first
                 while n < last:
-                    _backward_samples(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                    _backward_samples(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], dx_base,
                                       n, <int> min(samples, last - n), &dw_parts[0, 0] + chunk * dw_stride,
                                       db_base + chunk * db_stride if has_bias else NULL,
                                       &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride,
@@ -438,7 +444,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
                     n = n + samples
             else:
                 for n in range(first, last):
-                    _backward_sample(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0],
+                    _backward_sample(&g, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], dx_base,
                                      n, &dw_parts[0, 0] + chunk * dw_stride,
                                      db_base + chunk * db_stride if has_bias else NULL,
                                      &col[0, 0] + tid * col_stride, &dcol[0, 0] + tid * col_stride)

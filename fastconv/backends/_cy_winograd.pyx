@@ -339,7 +339,9 @@ cdef void _backward_chunk(const Tiling* t, const floating* dout, const floating*
     cdef Py_ssize_t size = (tiles + blocks - 1) // blocks  # even blocks: no short GEMM at the end
     cdef Py_ssize_t start, count, n, f, plane = t.OH * t.OW
     cdef int xi
-    memset(dx + first_image * t.C * t.H * t.W, 0, (last_image - first_image) * t.C * t.H * t.W * sizeof(floating))
+    if dx != NULL:
+        memset(dx + first_image * t.C * t.H * t.W, 0,
+               (last_image - first_image) * t.C * t.H * t.W * sizeof(floating))
     start = 0
     while start < tiles:
         count = min(size, tiles - start)
@@ -348,9 +350,11 @@ cdef void _backward_chunk(const Tiling* t, const floating* dout, const floating*
         for xi in range(16):
             _gemm(False, True, <int> t.F, <int> t.C, <int> count, 1, p + xi * t.out_stride, <int> t.block,
                   v + xi * t.in_stride, <int> t.block, 0 if start == 0 else 1, du + xi * t.F * t.C, <int> t.C)
-            _gemm(True, False, <int> t.C, <int> count, <int> t.F, 1, u + xi * t.F * t.C, <int> t.C,
-                  p + xi * t.out_stride, <int> t.block, 0, dv + xi * t.in_stride, <int> t.block)
-        _add_input_grads(t, dv, first + start, count, dx)
+            if dx != NULL:
+                _gemm(True, False, <int> t.C, <int> count, <int> t.F, 1, u + xi * t.F * t.C, <int> t.C,
+                      p + xi * t.out_stride, <int> t.block, 0, dv + xi * t.in_stride, <int> t.block)
+        if dx != NULL:
+            _add_input_grads(t, dv, first + start, count, dx)
         start = start + count
     _weight_grad(du, t.F * t.C, dw_part)
     if db_part != NULL:
@@ -364,8 +368,8 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
                     const floating[:, :, ::1] u, floating[:, :, :, ::1] dx, floating[:, ::1] dw_parts,
                     floating[:, ::1] db_parts, floating[:, ::1] v, floating[:, ::1] p, floating[:, ::1] dv,
                     floating[:, ::1] du, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block, int num_threads):
-    """dx <- full gradient; the batch is cut into len(dw_parts) fixed chunks of consecutive
-    images and dw_parts[c] <- chunk c's share of dw (F * C * 9; likewise db_parts, which may
+    """dx <- full gradient (none when dx has no images); the batch is cut into len(dw_parts) fixed
+    chunks of consecutive images and dw_parts[c] <- chunk c's share of dw (F * C * 9; likewise db_parts, which may
     have zero columns = no bias), whichever thread ran it; the caller sums the parts in chunk
     order. v, dv, p: (threads, n) scratch as scratch_sizes gives; du: (threads, 16 * F * C)."""
     cdef Tiling t = _tiling(x.shape, u.shape[1], dout.shape, ph, pw, block)
@@ -374,11 +378,12 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
     cdef Py_ssize_t dw_stride = dw_parts.shape[1], db_stride = db_parts.shape[1]
     cdef bint has_bias = db_parts.shape[1] > 0
     cdef floating* db_base = &db_parts[0, 0] if has_bias else NULL
+    cdef floating* dx_base = &dx[0, 0, 0, 0] if dx.shape[0] > 0 else NULL
     cdef int tid = 0  # thread-private inside the parallel block
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
         for chunk in prange(n_chunks, schedule="dynamic"):
-            _backward_chunk(&t, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &u[0, 0, 0], &dx[0, 0, 0, 0],
+            _backward_chunk(&t, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &u[0, 0, 0], dx_base,
                             chunk * n_batch // n_chunks, (chunk + 1) * n_batch // n_chunks,
                             &dw_parts[0, 0] + chunk * dw_stride, db_base + chunk * db_stride if has_bias else NULL,
                             &v[0, 0] + tid * v_stride, &p[0, 0] + tid * p_stride, &dv[0, 0] + tid * dv.shape[1],

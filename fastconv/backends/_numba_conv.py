@@ -221,24 +221,29 @@ def _add_row_sums(totals, rows, lanes):
 
 
 @jit()
-def _weight_and_input_grads(douts, cols, w2, groups, product, dw_t, dcols):
-    """dw_t += douts @ cols.T, then dcols = w2.T @ douts, group by group.
-
-    ``dcols`` may be ``cols`` itself: every dw product is done before it is written.
-    """
+def _weight_grads(douts, cols, w2, groups, product, dw_t):
+    """dw_t += douts @ cols.T, group by group."""
     f_group = w2.shape[0] // groups
     k_group = w2.shape[1]
     for g in range(groups):
         np.dot(douts[g * f_group:(g + 1) * f_group], cols[g * k_group:(g + 1) * k_group].T, product)
         dw_t[g * f_group:(g + 1) * f_group] += product
+
+
+@jit()
+def _input_grads(douts, w2, groups, dcols):
+    """dcols = w2.T @ douts, group by group (dcols may be the cols the weight gradient was made from)."""
+    f_group = w2.shape[0] // groups
+    k_group = w2.shape[1]
     for g in range(groups):
         np.dot(w2[g * f_group:(g + 1) * f_group].T, douts[g * f_group:(g + 1) * f_group],
                dcols[g * k_group:(g + 1) * k_group])
 
 
 @jit(parallel=True)
-def conv_backward_gemm(x, w, dout, geom, pointwise, n_blocks, step, dx, dw_parts, db_parts, cols_space, dout_space):
-    """Gradients by GEMM: dx written, block t's partial dw and db in dw_parts[t], db_parts[t].
+def conv_backward_gemm(x, w, dout, geom, pointwise, n_blocks, step, need_dx, dx, dw_parts, db_parts, cols_space,
+                       dout_space):
+    """Gradients by GEMM: dx written (when need_dx), block t's partial dw and db in dw_parts[t], db_parts[t].
 
     The batch is cut into n_blocks fixed blocks (more than threads, so idle threads steal
     work, yet the partial sums do not depend on scheduling). A block walks its samples
@@ -271,8 +276,9 @@ def conv_backward_gemm(x, w, dout, geom, pointwise, n_blocks, step, dx, dw_parts
             if pointwise and step == 1:  # x[n] is its own im2col matrix and dx[n] its col2im
                 dout_s = dout[s0].reshape((n_filters, positions))
                 _add_row_sums(db_t, dout_s, lanes)
-                _weight_and_input_grads(dout_s, x[s0].reshape((k_all, positions)), w2, groups, product, dw_t,
-                                        dx[s0].reshape((k_all, positions)))
+                _weight_grads(dout_s, x[s0].reshape((k_all, positions)), w2, groups, product, dw_t)
+                if need_dx:
+                    _input_grads(dout_s, w2, groups, dx[s0].reshape((k_all, positions)))
                 continue
             count = min(step, last - s0)
             width = count * positions
@@ -283,7 +289,10 @@ def conv_backward_gemm(x, w, dout, geom, pointwise, n_blocks, step, dx, dw_parts
                 dout_s = dout[s0 + s].reshape((n_filters, positions))
                 douts[:, s * positions:(s + 1) * positions] = dout_s
                 _add_row_sums(db_t, dout_s, lanes)
-            _weight_and_input_grads(douts, cols, w2, groups, product, dw_t, cols)
+            _weight_grads(douts, cols, w2, groups, product, dw_t)
+            if not need_dx:
+                continue
+            _input_grads(douts, w2, groups, cols)
             for s in range(count):
                 dx_n = dx[s0 + s]
                 dx_n[...] = 0

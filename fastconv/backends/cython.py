@@ -180,7 +180,7 @@ def _winograd_forward(x, w, b, p, plan: _Winograd, relu: bool):
     return out, None
 
 
-def _winograd_backward(dout, x, w, p, has_bias, plan: _Winograd):
+def _winograd_backward(dout, x, w, p, has_bias, plan: _Winograd, dx):
     n, f, c = x.shape[0], w.shape[0], w.shape[1]
     threads = _threads(n)
     u = _winograd_weights(w, threads)
@@ -191,11 +191,10 @@ def _winograd_backward(dout, x, w, p, has_bias, plan: _Winograd):
     du = _workspace.scratch("cython.winograd.du", (threads, 16 * f * c), x.dtype)
     dw_parts = _workspace.scratch("cython.dw", (chunks, w.size), x.dtype)
     db_parts = _workspace.scratch("cython.db", (chunks, f if has_bias else 0), x.dtype)
-    dx = np.empty_like(x)
     with _blas_guard(threads):
         _run(_cy_winograd.conv2d_backward, dout, x, u, dx, dw_parts, db_parts, v, grads, dv, du,
              p.pad_h, p.pad_w, plan.block, threads)
-    return dx, dw_parts, db_parts
+    return dw_parts, db_parts
 
 
 # ----------------------------------------------------------------------- conv2d, entry points
@@ -229,12 +228,14 @@ def _backward_chunks(n: int, threads: int, part_bytes: int) -> int:
     return max(1, min(n, _tuning.WORK_ITEMS_PER_THREAD * threads, budget))
 
 
-def conv2d_backward(dout, x, w, ctx, p, has_bias):
+def conv2d_backward(dout, x, w, ctx, p, has_bias, need_dx=True):
+    # Without need_dx the kernels get a dx with no images and write none.
+    dx = np.empty_like(x) if need_dx else np.empty((0, *x.shape[1:]), x.dtype)
     plan = _winograd_plan(x, w, p, _threads(x.shape[0]))
     if plan is not None:
-        dx, dw_parts, db_parts = _winograd_backward(dout, x, w, p, has_bias, plan)
+        dw_parts, db_parts = _winograd_backward(dout, x, w, p, has_bias, plan, dx)
     else:
-        dx, dw_parts, db_parts = _gemm_backward(dout, x, w, p, has_bias)
+        dw_parts, db_parts = _gemm_backward(dout, x, w, p, has_bias, dx)
     # Fixed-order reduction of the chunk partials: same thread count, same bits.
     dw = dw_parts[0].copy()
     for part in dw_parts[1:]:
@@ -244,10 +245,10 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
         db = db_parts[0].copy()
         for part in db_parts[1:]:
             db += part
-    return dx, dw.reshape(w.shape), db
+    return dx if need_dx else None, dw.reshape(w.shape), db
 
 
-def _gemm_backward(dout, x, w, p, has_bias):
+def _gemm_backward(dout, x, w, p, has_bias, dx):
     n = x.shape[0]
     threads = _threads(n)
     layout = _layout(n, w.shape, p, x.dtype.itemsize, threads, 2)
@@ -260,11 +261,10 @@ def _gemm_backward(dout, x, w, p, has_bias):
     db_parts = _workspace.scratch("cython.db", (chunks, w.shape[0] if has_bias else 0), x.dtype)
     dw_parts.fill(0)
     db_parts.fill(0)
-    dx = np.empty_like(x)
     with _blas_guard(threads):
         _run(_cy_conv.conv2d_backward, dout, x, w, dx, dw_parts, db_parts, col, dcol, grads, p.geometry, p.is_pointwise,
              layout.rows, layout.samples, threads)
-    return dx, dw_parts, db_parts
+    return dw_parts, db_parts
 
 
 # ---------------------------------------------------------------------------------- pooling

@@ -79,13 +79,13 @@ def conv2d_forward(x, w, b, p):
     return out, None
 
 
-def conv2d_backward(dout, x, w, ctx, p, has_bias):
+def conv2d_backward(dout, x, w, ctx, p, has_bias, need_dx=True):
     n, f = x.shape[0], w.shape[0]
     g, k = p.groups, w[0].size
     f_group = f // g
     # [dw | db] per group: the bias row of ones in cols turns the dw product's last column into db.
     grads = np.zeros((g, f_group, k + has_bias), x.dtype)
-    dx = np.zeros_like(x)
+    dx = np.zeros_like(x) if need_dx else None
     dout_mat = dout.reshape(n, g, f_group, p.out_h * p.out_w)
     w_t = w.reshape(g, f_group, k).transpose(0, 2, 1)
     for chunk in _conv_batches(x, w, p, has_bias, grad_rows=f):
@@ -93,6 +93,8 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
         partial = scratch("im2col.dw", (cols.shape[0], g, f_group, k + has_bias), x.dtype)
         np.matmul(dout_mat[chunk], cols.transpose(0, 1, 3, 2), out=partial)
         grads += partial.sum(axis=0)
+        if not need_dx:
+            continue
         # cols are dead now: the column gradients reuse their workspace.
         dcols = scratch("im2col.cols", (cols.shape[0], g, k, p.out_h * p.out_w), x.dtype)
         np.matmul(w_t, dout_mat[chunk], out=dcols)

@@ -36,15 +36,16 @@ def conv2d_forward(x, w, b, p):
     return out, None
 
 
-def conv2d_backward(dout, x, w, ctx, p, has_bias):
+def conv2d_backward(dout, x, w, ctx, p, has_bias, need_dx=True):
     xp = _padded(x, p.pad_h, p.pad_w)
     dxp = np.zeros_like(xp)
     dw = np.zeros_like(w)
     for n, f, oh, ow, channels, rows, cols in _conv_windows(x.shape, w.shape, p):
         grad = dout[n, f, oh, ow]
         dw[f] += grad * xp[n, channels, rows, cols]
-        dxp[n, channels, rows, cols] += grad * w[f]
-    dx = dxp[:, :, p.pad_h:p.pad_h + x.shape[2], p.pad_w:p.pad_w + x.shape[3]].copy()
+        if need_dx:
+            dxp[n, channels, rows, cols] += grad * w[f]
+    dx = dxp[:, :, p.pad_h:p.pad_h + x.shape[2], p.pad_w:p.pad_w + x.shape[3]].copy() if need_dx else None
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 

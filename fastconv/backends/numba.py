@@ -49,19 +49,21 @@ def backward_step(n_batch, positions, bytes_per_sample, threads) -> int:
     return max(1, min(wanted, batch_chunk(n_batch, threads * bytes_per_sample)))
 
 
-def conv2d_backward(dout, x, w, ctx, p, has_bias):
+def conv2d_backward(dout, x, w, ctx, p, has_bias, need_dx=True):
     threads = _numba_runtime.use_threads()
     n_batch, channels = x.shape[:2]
     n_filters = w.shape[0]
-    dx = np.empty_like(x)
+    # Without need_dx an empty dx of the same type: the same compiled kernel, nothing written.
+    dx = np.empty_like(x) if need_dx else np.empty((0, *x.shape[1:]), x.dtype)
     geom = p.geometry
     if uses_direct_loops(w.shape, p.groups):
         dw = np.empty_like(w)
         db = np.empty(n_filters, x.dtype)
         with _numba_runtime.parallel_region():
-            _numba_conv.conv_backward_input_direct(dout, w, geom, dx)
+            if need_dx:
+                _numba_conv.conv_backward_input_direct(dout, w, geom, dx)
             _numba_conv.conv_backward_params_direct(x, dout, geom, dw, db)
-        return dx, dw, db if has_bias else None
+        return dx if need_dx else None, dw, db if has_bias else None
 
     positions = p.out_h * p.out_w
     k_all = channels * w.shape[2] * w.shape[3]
@@ -74,10 +76,10 @@ def conv2d_backward(dout, x, w, ctx, p, has_bias):
     dw_parts = scratch("numba.dw", (blocks, n_filters, w[0].size), x.dtype)
     db_parts = scratch("numba.db", (blocks, n_filters), x.dtype)
     with inner_blas_single_threaded(), _numba_runtime.parallel_region():
-        _numba_conv.conv_backward_gemm(x, w, dout, geom, pointwise, blocks, step, dx, dw_parts, db_parts,
+        _numba_conv.conv_backward_gemm(x, w, dout, geom, pointwise, blocks, step, need_dx, dx, dw_parts, db_parts,
                                        cols_space, dout_space)
     dw = dw_parts.sum(axis=0).reshape(w.shape)
-    return dx, dw, db_parts.sum(axis=0) if has_bias else None
+    return dx if need_dx else None, dw, db_parts.sum(axis=0) if has_bias else None
 
 
 # The jitted kernels (in _numba_step) behind each op of the rest of a training step.
