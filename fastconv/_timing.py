@@ -11,9 +11,7 @@ Two effects decide how implementations must be timed against each other on a sha
 So each turn (a visit) runs the implementation once untimed, then times several calls back
 to back, as a training loop runs them (LOOP, the default): what is measured is that
 implementation running steadily in the state its own calls leave the machine in, not after
-another library's threads, and not after idle time either. One untimed call is too short to
-outlast numpy's spinning BLAS threads, so a visit after one of the ``quiet_after`` names
-(implementations on numpy's BLAS) starts with a ``QUIET_SECONDS`` pause in which they go idle. SETTLED visits instead idle-run
+another library's threads, and not after idle time either. SETTLED visits instead idle-run
 the implementation for ``SETTLE_SECONDS`` first (every spinning thread has gone to sleep):
 the best case of a lone call, which hides what a training loop meets (a call after other
 work); kept for comparison with earlier tables (``fastconv bench --timing settled``).
@@ -25,7 +23,6 @@ import time
 from typing import Callable
 
 SETTLE_SECONDS = 0.1
-QUIET_SECONDS = 0.15  # longer than numpy's OpenBLAS threads spin after a call (~0.1 s here)
 SAMPLES_PER_VISIT = 3
 LOOP, SETTLED = "loop", "settled"
 MODES = (LOOP, SETTLED)
@@ -53,33 +50,27 @@ def settle(call: Callable, seconds: float) -> None:
 
 
 def interleaved(calls: dict[str, Callable], wants_more: Callable[[str, list[float], float], bool],
-                mode: str = LOOP, samples_per_visit: int = SAMPLES_PER_VISIT,
-                quiet_after=frozenset()) -> dict[str, list[float]]:
+                mode: str = LOOP, samples_per_visit: int = SAMPLES_PER_VISIT) -> dict[str, list[float]]:
     """Samples (seconds) per name, taken in rounds until ``wants_more`` is false for every name.
 
     ``wants_more(name, samples, seconds_spent)`` sees the name's samples so far and the wall
     time its visits took (the untimed calls included). Each round visits every name that
     wants more, starting one further along than the round before; a visit runs the call once
     untimed (LOOP) or for ``SETTLE_SECONDS`` (SETTLED), then times it up to
-    ``samples_per_visit`` times back to back while it still wants more. A visit that follows
-    one of ``quiet_after`` (names whose calls leave numpy's BLAS threads spinning) waits
-    ``QUIET_SECONDS`` first.
+    ``samples_per_visit`` times back to back while it still wants more.
     """
     if mode not in MODES:
         raise ValueError(f"timing mode must be one of {MODES}, got {mode!r}")
     settle_seconds = SETTLE_SECONDS if mode == SETTLED else 0.0
     samples: dict[str, list[float]] = {name: [] for name in calls}
     spent = dict.fromkeys(calls, 0.0)
-    rounds, previous = 0, None
+    rounds = 0
     while True:
         due = [name for name in calls if wants_more(name, samples[name], spent[name])]
         if not due:
             return samples
         start = rounds % len(due)
         for name in due[start:] + due[:start]:
-            if previous in quiet_after and previous != name:
-                time.sleep(QUIET_SECONDS)
-            previous = name
             visit_start = time.perf_counter()
             settle(calls[name], settle_seconds)
             for _ in range(samples_per_visit):

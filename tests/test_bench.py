@@ -240,18 +240,6 @@ def test_measure_interleaves_rotates_and_respects_repeats_and_budget(monkeypatch
     assert {len(s) for s in samples.values()} == {7}
 
 
-def test_visits_after_a_numpy_blas_row_wait_for_its_threads_to_go_idle(monkeypatch):
-    # im2col and the gemm peer leave numpy's OpenBLAS threads spinning ~0.1 s: the next row's
-    # visit starts after a pause, or it would pay for them (measured: up to 2x).
-    events = []
-    monkeypatch.setattr(_timing.time, "sleep", lambda seconds: events.append(("pause", seconds)))
-    calls = {name: (lambda name=name: events.append(name)) for name in ("cython", "im2col", "gemm", "torch")}
-    runner.measure(calls, runner.Settings(min_repeats=1, max_repeats=1, budget_s=0.0, samples_per_visit=1))
-    pause = ("pause", _timing.QUIET_SECONDS)
-    assert events == ["cython", "cython", "im2col", "im2col", pause, "gemm", "gemm", pause, "torch", "torch"]
-    assert _timing.QUIET_SECONDS > 0.1 and {"im2col", "gemm"} <= wl.NUMPY_BLAS_ROWS
-
-
 def test_a_wrong_or_crashing_backend_is_flagged_not_hidden(monkeypatch):
     workload = wl.select(cases=["small-pool2"], ops=["avgpool_fwd_bwd"], dtypes=["float64"])[0]
     real_make_call = wl.make_call

@@ -35,8 +35,7 @@ def measure(calls: dict[str, Callable], settings: Settings) -> dict[str, list[fl
     def wants_more(name: str, samples: list[float], spent: float) -> bool:
         return len(samples) < settings.min_repeats or (
             len(samples) < settings.max_repeats and spent < settings.budget_s)
-    return _timing.interleaved(calls, wants_more, settings.timing, settings.samples_per_visit,
-                               quiet_after=wl.NUMPY_BLAS_ROWS)
+    return _timing.interleaved(calls, wants_more, settings.timing, settings.samples_per_visit)
 
 
 def medians(workload: wl.Workload, backends, settings: Settings) -> dict[str, float]:

@@ -9,16 +9,13 @@ from typing import Callable
 import numpy as np
 
 import fastconv
-from fastconv import _api, _registry
+from fastconv import _api
 from fastconv.cases import CONV_SMALL, CONV_SUITE, POOL_SMALL, POOL_SUITE, ConvCase, assert_results_close
 
 TORCH = "torch"
 # Peer row on conv forward: numpy's matrix product of the conv's GEMM size (same flop count),
 # the yardstick for how much of the BLAS speed a conv backend reaches.
 GEMM = "gemm"
-# Rows whose calls run on numpy's BLAS, which leaves its threads spinning after each call: the
-# timing lets them go idle before the next row's visit (fastconv._timing.QUIET_SECONDS).
-NUMPY_BLAS_ROWS = frozenset({GEMM, *_registry.FOREIGN_THREADS})
 # fastconv's default: its warm-up call is where it measures the candidates and picks one.
 AUTO = "auto"
 CONV_OPS = ("conv_fwd", "conv_fwd_bwd")
