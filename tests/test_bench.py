@@ -228,6 +228,7 @@ def test_bad_options_exit_2_with_a_message(capsys, argv, message):
 @pytest.mark.parametrize("timing", _timing.MODES)
 def test_measure_interleaves_rotates_and_respects_repeats_and_budget(monkeypatch, timing):
     monkeypatch.setattr(_timing, "SETTLE_SECONDS", 0.0)  # settled: one settling call per visit too
+    monkeypatch.setattr(_timing, "LOOP_WARM_SECONDS", 0.0)  # loop: likewise
     per_visit = runner.Settings().samples_per_visit
     order = []
     calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
@@ -238,6 +239,23 @@ def test_measure_interleaves_rotates_and_respects_repeats_and_budget(monkeypatch
     assert "".join(order) == "".join(visit[name] for name in "abc" "bca")
     samples = runner.measure(calls, runner.Settings(min_repeats=1, max_repeats=7, budget_s=60.0))
     assert {len(s) for s in samples.values()} == {7}
+
+
+def test_a_loop_visit_warms_each_backend_up_before_timing_it(monkeypatch):
+    # Each call takes 0.02 s of a fake clock: a visit runs untimed calls until LOOP_WARM_SECONDS
+    # have passed (cores up to speed after the previous row), then the timed ones.
+    clock = [0.0]
+    monkeypatch.setattr(_timing.time, "perf_counter", lambda: clock[0])
+    order = []
+
+    def call(name):
+        order.append(name)
+        clock[0] += 0.02
+    calls = {name: (lambda name=name: call(name)) for name in "ab"}
+    runner.measure(calls, runner.Settings(min_repeats=2, max_repeats=2, budget_s=0.0, samples_per_visit=2))
+    warm = 1 + int(_timing.LOOP_WARM_SECONDS / 0.02 - 1e-9)  # calls until the warm time has passed
+    assert _timing.LOOP_WARM_SECONDS >= 0.05 and warm >= 3
+    assert "".join(order) == "a" * (warm + 2) + "b" * (warm + 2)
 
 
 def test_a_wrong_or_crashing_backend_is_flagged_not_hidden(monkeypatch):

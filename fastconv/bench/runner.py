@@ -35,7 +35,8 @@ def measure(calls: dict[str, Callable], settings: Settings) -> dict[str, list[fl
     def wants_more(name: str, samples: list[float], spent: float) -> bool:
         return len(samples) < settings.min_repeats or (
             len(samples) < settings.max_repeats and spent < settings.budget_s)
-    return _timing.interleaved(calls, wants_more, settings.timing, settings.samples_per_visit)
+    return _timing.interleaved(calls, wants_more, settings.timing, settings.samples_per_visit,
+                               warm_seconds=_timing.LOOP_WARM_SECONDS)
 
 
 def medians(workload: wl.Workload, backends, settings: Settings) -> dict[str, float]:
