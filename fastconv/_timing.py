@@ -12,7 +12,9 @@ Two effects decide how implementations must be timed against each other on a sha
   ~50 ms of calls after 0.15 s of idle (the host's doing, not the code's).
 
 So each turn (a visit) runs the implementation untimed, once or for ``warm_seconds`` (the
-benchmarks use ``LOOP_WARM_SECONDS``, as long as a core takes to come back), then times
+benchmarks use ``LOOP_WARM_SECONDS``: longer than numpy's threads spin, and running, since
+sleeping through the spin instead idles the cores; measured, 0.06 s left the row after im2col
+1.5x slow), then times
 several calls back to back, as a training loop runs them (LOOP, the default): what is measured
 is that implementation running steadily in the state its own calls leave the machine in, not
 after another library's threads or idle cores. SETTLED visits run the implementation
@@ -28,7 +30,7 @@ import time
 from typing import Callable
 
 SETTLE_SECONDS = 0.1
-LOOP_WARM_SECONDS = 0.06
+LOOP_WARM_SECONDS = 0.15
 SAMPLES_PER_VISIT = 3
 LOOP, SETTLED = "loop", "settled"
 MODES = (LOOP, SETTLED)
