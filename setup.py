@@ -60,7 +60,8 @@ def extensions():
     from Cython.Build import cythonize
 
     debug = _env_flag("FASTCONV_DEBUG")
-    compile_args, link_args, macros = ["-O3", "-fno-wrapv", "-fno-math-errno"], [], [("FASTCONV_DEBUG_BUILD", "1" if debug else "0")]
+    compile_args, link_args = ["-O3", "-fno-wrapv", "-fno-math-errno"], []
+    macros = [("FASTCONV_DEBUG_BUILD", "1" if debug else "0")]
     if _compiler_supports_openmp():
         flag = "/openmp" if sys.platform == "win32" else "-fopenmp"
         compile_args.append(flag)

@@ -1,4 +1,6 @@
-"""The Python side of the compiled backends' step kernels (ReLU, affine, batch norm, loss, updates): outputs, threads, the BLAS pin.
+"""The Python side of the compiled backends' step kernels (ReLU, affine, batch norm, loss, updates).
+
+What the wrappers settle: outputs, thread counts, the BLAS pin.
 
 Both compiled backends implement the same kernels with the same arguments (inputs, outputs,
 then scalars; ``_cy_layers.pyx`` and ``_numba_step.py``) and differ only in how a kernel is run

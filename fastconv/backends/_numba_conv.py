@@ -283,7 +283,8 @@ def conv_backward_gemm(x, w, dout, geom, pointwise, n_blocks, step, need_dx, dx,
             count = min(step, last - s0)
             width = count * positions
             cols = cols_space[tid * k_all * cap:tid * k_all * cap + k_all * width].reshape((k_all, width))
-            douts = dout_space[tid * n_filters * cap:tid * n_filters * cap + n_filters * width].reshape((n_filters, width))
+            start = tid * n_filters * cap
+            douts = dout_space[start:start + n_filters * width].reshape((n_filters, width))
             for s in range(count):
                 _im2col(x[s0 + s], kh, kw, geom, out_h, out_w, cols, s * positions)
                 dout_s = dout[s0 + s].reshape((n_filters, positions))

@@ -29,9 +29,9 @@ def configure(parser) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help="fastconv.set_num_threads(N) first (PyTorch follows)")
     parser.add_argument("--repeats", type=int, metavar="N", help="minimum timed calls per row")
     parser.add_argument("--timing", choices=("loop", "settled"), default="loop",
-                        help="loop (default): each visit runs the call untimed for 0.15 s (other threads gone, cores up to speed), "
-                             "then times calls back to back, as a training loop runs them; settled: 0.1 s of "
-                             "untimed calls per visit first (the earlier tables' method)")
+                        help="loop (default): each visit runs the call untimed for 0.15 s (other threads gone, "
+                             "cores up to speed), then times calls back to back, as a training loop runs them; "
+                             "settled: 0.1 s of untimed calls per visit first (the earlier tables' method)")
     parser.add_argument("--budget", type=float, metavar="SECONDS",
                         help="time each row until it used this much (after the minimum repeats)")
     parser.add_argument("--json", metavar="FILE", help="write machine facts and every row to FILE")
