@@ -1,17 +1,26 @@
-"""Data sets without downloads: scikit-learn's handwritten digits, and MNIST IDX files a user already has."""
+"""Data sets without downloads: scikit-learn's digits, and MNIST IDX / CIFAR-10 binary files a user already has."""
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
 import zlib
 
 import numpy as np
 
-__all__ = ["load_digits", "load_mnist_idx"]
+__all__ = ["load_digits", "load_mnist_idx", "load_cifar10", "CIFAR10_CLASSES"]
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
 _GZIP_MAGIC = b"\x1f\x8b"
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+CIFAR10_DIRNAME = "cifar-10-batches-bin"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch.bin"
+CIFAR10_IMAGE_SHAPE = (3, 32, 32)  # each record stores the whole R plane, then G, then B, each row-major
+_CIFAR10_RECORD_BYTES = 1 + int(np.prod(CIFAR10_IMAGE_SHAPE))
 
 
 def load_digits(val_fraction=0.1, test_fraction=0.2, seed=0, center=False) -> dict:
@@ -90,3 +99,77 @@ def load_mnist_idx(images_path, labels_path):
                          f"in {os.fspath(labels_path)!r}")
     X = (images.astype(np.float32) / np.float32(255))[:, None, :, :]
     return X, labels.astype(np.int64)
+
+
+def _read_cifar10_batch(path) -> tuple:
+    """``(images uint8 (N, 3, 32, 32), labels uint8 (N,))`` from one CIFAR-10 binary batch file."""
+    try:
+        raw = _read_bytes(path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{os.fspath(path)!r} not found; load_cifar10 reads the CIFAR-10 binary version "
+                                f"(suitable for C programs) from {CIFAR10_URL}, unpacked to a "
+                                f"{CIFAR10_DIRNAME}/ directory; nothing is downloaded") from exc
+    if not raw or len(raw) % _CIFAR10_RECORD_BYTES:
+        raise ValueError(f"{os.fspath(path)!r}: {len(raw)} bytes is not a positive whole number of "
+                         f"{_CIFAR10_RECORD_BYTES}-byte CIFAR-10 records (1 label + 3072 pixels); truncated?")
+    records = np.frombuffer(raw, np.uint8).reshape(-1, _CIFAR10_RECORD_BYTES)
+    labels = records[:, 0]
+    bad = np.flatnonzero(labels >= len(CIFAR10_CLASSES))
+    if bad.size:
+        raise ValueError(f"{os.fspath(path)!r}: record {bad[0]} has label {labels[bad[0]]}, expected 0..9; "
+                         f"not a CIFAR-10 binary batch?")
+    return records[:, 1:].reshape(-1, *CIFAR10_IMAGE_SHAPE), labels
+
+
+def _cifar10_dir(root) -> str:
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path (str or os.PathLike), got {type(root).__name__}")
+    root = os.fspath(root)
+    nested = os.path.join(root, CIFAR10_DIRNAME)
+    return nested if os.path.isdir(nested) else root
+
+
+def load_cifar10(root, num_validation=0, subtract_mean=False, dtype=np.float32) -> dict:
+    """Read the CIFAR-10 binary version (``data_batch_1.bin`` ... ``data_batch_5.bin``, ``test_batch.bin``).
+
+    ``root`` is the unpacked ``cifar-10-batches-bin`` directory or its parent. Images are
+    (N, 3, 32, 32) in ``dtype`` holding the raw pixel values 0..255 as floats (no rescaling, as
+    CS231n's ``get_CIFAR10_data``); labels are int64 indices into ``CIFAR10_CLASSES``. With
+    ``num_validation > 0`` the last ``num_validation`` training records become X_val / y_val.
+    With ``subtract_mean=True`` the mean image of the (remaining) training set is subtracted
+    from every split and returned as ``mean_image``.
+
+    Returns a dict with X_train, y_train, (X_val, y_val,) X_test, y_test (and mean_image).
+    """
+    if isinstance(num_validation, bool) or not isinstance(num_validation, numbers.Integral):
+        raise TypeError(f"num_validation must be an int, got {type(num_validation).__name__}")
+    if num_validation < 0:
+        raise ValueError(f"num_validation must be >= 0, got {num_validation}")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}") from exc
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    directory = _cifar10_dir(root)
+    train = [_read_cifar10_batch(os.path.join(directory, name)) for name in CIFAR10_TRAIN_FILES]
+    X_test, y_test = _read_cifar10_batch(os.path.join(directory, CIFAR10_TEST_FILE))
+    X_train = np.concatenate([images for images, _ in train])
+    y_train = np.concatenate([labels for _, labels in train])
+    num_training = len(y_train) - num_validation
+    if num_training < 1:
+        raise ValueError(f"num_validation must leave at least one training record: got {num_validation} "
+                         f"of the {len(y_train)} training records")
+    data = {"X_train": X_train[:num_training], "y_train": y_train[:num_training]}
+    if num_validation:
+        data.update(X_val=X_train[num_training:], y_val=y_train[num_training:])
+    data.update(X_test=X_test, y_test=y_test)
+    data = {key: value.astype(dtype if key.startswith("X") else np.int64) for key, value in data.items()}
+    if subtract_mean:
+        # accumulate in float64 so a float32 mean over 50000 images keeps its precision
+        mean_image = data["X_train"].mean(axis=0, dtype=np.float64).astype(dtype)
+        for key in ("X_train", "X_val", "X_test"):
+            if key in data:
+                data[key] -= mean_image  # these arrays are fresh copies made above
+        data["mean_image"] = mean_image
+    return data
