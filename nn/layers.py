@@ -1,16 +1,17 @@
 """The CS231n-style functional layers: ``forward(...) -> (out, cache)`` and ``backward(dout, cache)``.
 
-Every layer runs on :mod:`fastconv`'s kernels: the ``*_naive`` conv and pool functions on the
-``naive`` backend, everything else on the default backend (``auto`` = fastest), so a whole
-training step stays on one team of threads. Sandwich layers fuse where that saves a pass
-(conv + bias + ReLU in one kernel). Every function computes in the dtype of its inputs
-(float32 stays float32). Caches are fastconv's: pass them back to the matching backward.
+Every layer runs on :mod:`fastconv`'s kernels (layernorm and groupnorm excepted: plain NumPy): the
+``*_naive`` conv and pool functions on the ``naive`` backend, everything else on the default backend
+(``auto`` = fastest), so a whole training step stays on one team of threads. Sandwich layers fuse
+where that saves a pass (conv + bias + ReLU, batchnorm + ReLU in one kernel). Every function computes
+in the dtype of its inputs (float32 stays float32). Pass each cache back to the matching backward.
 """
 from __future__ import annotations
 
 import numpy as np
 
 import fastconv
+from fastconv._validate import as_float_array, same_dtype
 
 __all__ = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward",
@@ -18,9 +19,12 @@ __all__ = [
     "max_pool_forward_naive", "max_pool_backward_naive", "max_pool_forward_fast", "max_pool_backward_fast",
     "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
     "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "layernorm_forward", "layernorm_backward", "spatial_groupnorm_forward", "spatial_groupnorm_backward",
     "dropout_forward", "dropout_backward", "softmax_loss", "svm_loss",
     "affine_relu_forward", "affine_relu_backward", "conv_relu_forward", "conv_relu_backward",
     "conv_relu_pool_forward", "conv_relu_pool_backward",
+    "affine_bn_relu_forward", "affine_bn_relu_backward", "affine_ln_relu_forward", "affine_ln_relu_backward",
+    "affine_relu_dropout_forward", "affine_relu_dropout_backward", "conv_bn_relu_forward", "conv_bn_relu_backward",
 ]
 
 
@@ -192,6 +196,91 @@ def spatial_batchnorm_backward(dout, cache):
     return fastconv.batch_norm_backward(dout, cache)
 
 
+# ----------------------------------------------------------------------------- layernorm, groupnorm
+
+def _norm_eps(param_name, param):
+    if not isinstance(param, dict):
+        raise TypeError(f"{param_name} must be a dict (optional key 'eps'), got {type(param).__name__}")
+    eps = param.get("eps", 1e-5)
+    if not eps > 0:
+        raise ValueError(f"{param_name}['eps'] must be > 0, got {eps!r}")
+    return eps
+
+
+def _checked_affine(x, gamma, beta, shape):
+    """``gamma``/``beta`` as float arrays of ``shape`` and of ``x``'s dtype (TypeError/ValueError otherwise)."""
+    gamma, beta = as_float_array("gamma", gamma), as_float_array("beta", beta)
+    same_dtype("x", x, gamma=gamma, beta=beta)
+    for name, value in (("gamma", gamma), ("beta", beta)):
+        if value.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+    return gamma, beta
+
+
+def _standardize(x, eps):
+    """``x`` standardized along its last axis (biased variance) and the ``1 / std`` used."""
+    centered = x - x.mean(axis=-1, keepdims=True)
+    inv_std = 1 / np.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
+    return centered * inv_std, inv_std
+
+
+def _standardize_backward(dx_hat, x_hat, inv_std):
+    """Gradient through :func:`_standardize`, simplified on paper as for batchnorm's alt form."""
+    return inv_std * (dx_hat - dx_hat.mean(axis=-1, keepdims=True)
+                      - x_hat * (dx_hat * x_hat).mean(axis=-1, keepdims=True))
+
+
+def layernorm_forward(x, gamma, beta, ln_param):
+    """Layer normalization of ``x`` (N, D): each sample normalized over its D features, then scaled by
+    ``gamma`` (D,) and shifted by ``beta`` (D,).
+
+    ``ln_param``: optional ``eps`` (1e-5). Same in training and testing (no running statistics).
+    Returns ``(out, cache)``.
+    """
+    x = as_float_array("x", x, ndim=2)
+    gamma, beta = _checked_affine(x, gamma, beta, x.shape[1:])
+    x_hat, inv_std = _standardize(x, _norm_eps("ln_param", ln_param))
+    return gamma * x_hat + beta, (x_hat, inv_std, gamma)
+
+
+def layernorm_backward(dout, cache):
+    """Gradients ``(dx, dgamma, dbeta)`` of :func:`layernorm_forward`."""
+    x_hat, inv_std, gamma = cache
+    dout = np.asarray(dout)
+    dx = _standardize_backward(dout * gamma, x_hat, inv_std)
+    return dx, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    """Group normalization of ``x`` (N, C, H, W): the C channels split into ``G`` groups of C / G, each
+    sample's group normalized over its C / G * H * W values, then per channel scaled by ``gamma`` and
+    shifted by ``beta`` (both (1, C, 1, 1)).
+
+    ``gn_param``: optional ``eps`` (1e-5). Returns ``(out, cache)``.
+    """
+    x = as_float_array("x", x, ndim=4)
+    n, c = x.shape[:2]
+    if isinstance(G, (bool, np.bool_)) or not isinstance(G, (int, np.integer)):
+        raise TypeError(f"G (number of groups) must be an int, got {G!r}")
+    if G < 1 or c % G:
+        raise ValueError(f"G (number of groups) must be a positive divisor of the {c} channels, got {G}")
+    gamma, beta = _checked_affine(x, gamma, beta, (1, c, 1, 1))
+    x_hat, inv_std = _standardize(x.reshape(n, G, -1), _norm_eps("gn_param", gn_param))
+    x_hat = x_hat.reshape(x.shape)
+    return gamma * x_hat + beta, (x_hat, inv_std, gamma)
+
+
+def spatial_groupnorm_backward(dout, cache):
+    """Gradients ``(dx, dgamma, dbeta)`` of :func:`spatial_groupnorm_forward` (dgamma, dbeta: (1, C, 1, 1))."""
+    x_hat, inv_std, gamma = cache
+    dout = np.asarray(dout)
+    n, groups = inv_std.shape[:2]
+    dx_hat = (dout * gamma).reshape(n, groups, -1)
+    dx = _standardize_backward(dx_hat, x_hat.reshape(n, groups, -1), inv_std).reshape(x_hat.shape)
+    axes = (0, 2, 3)
+    return dx, (dout * x_hat).sum(axis=axes, keepdims=True), dout.sum(axis=axes, keepdims=True)
+
+
 # ----------------------------------------------------------------------------- dropout
 
 def dropout_forward(x, dropout_param):
@@ -295,3 +384,62 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     """Gradients ``(dx, dw, db)`` of :func:`conv_relu_pool_forward` (``dx`` None with ``need_dx=False``)."""
     conv_cache, pool_cache = cache
     return conv_relu_backward(max_pool_backward_fast(dout, pool_cache), conv_cache, need_dx)
+
+
+def affine_bn_relu_forward(x, w, b, gamma, beta, bn_param):
+    """Affine, batch normalization (as :func:`batchnorm_forward`, ``bn_param`` updated the same way) and
+    ReLU, the last two in one pass. Returns ``(out, cache)``."""
+    a, fc_cache = affine_forward(x, w, b)
+    out, bn_cache = _batchnorm(a, gamma, beta, bn_param, activation="relu")
+    return out, (fc_cache, bn_cache)
+
+
+def affine_bn_relu_backward(dout, cache):
+    """Gradients ``(dx, dw, db, dgamma, dbeta)`` of :func:`affine_bn_relu_forward`."""
+    fc_cache, bn_cache = cache
+    da, dgamma, dbeta = batchnorm_backward_alt(dout, bn_cache)
+    return (*affine_backward(da, fc_cache), dgamma, dbeta)
+
+
+def affine_ln_relu_forward(x, w, b, gamma, beta, ln_param):
+    """Affine, layer normalization (:func:`layernorm_forward`) and ReLU. Returns ``(out, cache)``."""
+    a, fc_cache = affine_forward(x, w, b)
+    normalized, ln_cache = layernorm_forward(a, gamma, beta, ln_param)
+    out, relu_cache = relu_forward(normalized)
+    return out, (fc_cache, ln_cache, relu_cache)
+
+
+def affine_ln_relu_backward(dout, cache):
+    """Gradients ``(dx, dw, db, dgamma, dbeta)`` of :func:`affine_ln_relu_forward`."""
+    fc_cache, ln_cache, relu_cache = cache
+    da, dgamma, dbeta = layernorm_backward(relu_backward(dout, relu_cache), ln_cache)
+    return (*affine_backward(da, fc_cache), dgamma, dbeta)
+
+
+def affine_relu_dropout_forward(x, w, b, dropout_param):
+    """Affine, ReLU and inverted dropout (:func:`dropout_forward`). Returns ``(out, cache)``."""
+    hidden, hidden_cache = affine_relu_forward(x, w, b)
+    out, dropout_cache = dropout_forward(hidden, dropout_param)
+    return out, (hidden_cache, dropout_cache)
+
+
+def affine_relu_dropout_backward(dout, cache):
+    """Gradients ``(dx, dw, db)`` of :func:`affine_relu_dropout_forward`."""
+    hidden_cache, dropout_cache = cache
+    return affine_relu_backward(dropout_backward(dout, dropout_cache), hidden_cache)
+
+
+def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param, backend=None):
+    """Convolution (``backend``, None = the default), spatial batch normalization (as
+    :func:`spatial_batchnorm_forward`) and ReLU, the last two in one pass. Returns ``(out, cache)``."""
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param, backend)
+    out, bn_cache = _batchnorm(a, gamma, beta, bn_param, activation="relu")
+    return out, (conv_cache, bn_cache)
+
+
+def conv_bn_relu_backward(dout, cache, need_dx=True):
+    """Gradients ``(dx, dw, db, dgamma, dbeta)`` of :func:`conv_bn_relu_forward` (``dx`` None with
+    ``need_dx=False``)."""
+    conv_cache, bn_cache = cache
+    da, dgamma, dbeta = spatial_batchnorm_backward(dout, bn_cache)
+    return (*conv_backward_fast(da, conv_cache, need_dx), dgamma, dbeta)

@@ -7,9 +7,10 @@ from collections.abc import MutableMapping
 
 import numpy as np
 
-from .layers import (affine_backward, affine_forward, affine_relu_backward, affine_relu_forward,
-                     batchnorm_backward_alt, batchnorm_forward, conv_relu_pool_backward, conv_relu_pool_forward,
-                     dropout_backward, dropout_forward, relu_backward, relu_forward, softmax_loss)
+from .layers import (affine_backward, affine_bn_relu_backward, affine_bn_relu_forward, affine_forward,
+                     affine_ln_relu_backward, affine_ln_relu_forward, affine_relu_backward, affine_relu_forward,
+                     conv_relu_pool_backward, conv_relu_pool_forward, dropout_backward, dropout_forward,
+                     softmax_loss)
 
 __all__ = ["ThreeLayerConvNet", "FullyConnectedNet", "ModuleClassifier", "seeded_global_rng"]
 
@@ -105,18 +106,24 @@ def _load_arrays(target: dict, state, owner: str) -> None:
         target[name] = value.astype(current.dtype, copy=True)
 
 
-class FullyConnectedNet:
-    """``{affine - [batchnorm] - relu - [dropout]} x (L - 1) - affine - softmax`` for any depth L.
+# FullyConnectedNet's hidden layer, affine - [norm] - relu, per normalization: (forward, backward)
+_HIDDEN_LAYERS = {None: (affine_relu_forward, affine_relu_backward),
+                  "batchnorm": (affine_bn_relu_forward, affine_bn_relu_backward),
+                  "layernorm": (affine_ln_relu_forward, affine_ln_relu_backward)}
 
-    ``dropout`` is the probability of DROPPING a unit (0 = no dropout); ``normalization`` is None or
-    'batchnorm'; ``seed`` makes dropout masks deterministic. Weights start as
+
+class FullyConnectedNet:
+    """``{affine - [batchnorm | layernorm] - relu - [dropout]} x (L - 1) - affine - softmax`` for any depth L.
+
+    ``dropout`` is the probability of DROPPING a unit (0 = no dropout); ``normalization`` is None,
+    'batchnorm' or 'layernorm'; ``seed`` makes dropout masks deterministic. Weights start as
     ``weight_scale * N(0, 1)``, biases as zeros, gammas as ones and betas as zeros.
     """
 
     def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout=0.0, normalization=None,
                  reg=0.0, weight_scale=1e-2, dtype=np.float32, seed=None):
-        if normalization not in (None, "batchnorm"):
-            raise ValueError(f"normalization must be None or 'batchnorm', got {normalization!r}")
+        if normalization not in _HIDDEN_LAYERS:
+            raise ValueError(f"normalization must be None, 'batchnorm' or 'layernorm', got {normalization!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout (drop probability) must be in [0, 1), got {dropout!r}")
         self.dtype = _float_dtype(dtype)
@@ -134,7 +141,19 @@ class FullyConnectedNet:
         self.dropout_param = {"mode": "train", "p": 1 - dropout}
         if seed is not None:
             self.dropout_param["seed"] = seed
-        self.bn_params = [{"mode": "train"} for _ in range(self.num_layers - 1)] if normalization else []
+        hidden_layers = range(self.num_layers - 1)
+        self.bn_params = [{"mode": "train"} for _ in hidden_layers] if normalization == "batchnorm" else []
+        self.ln_params = [{} for _ in hidden_layers] if normalization == "layernorm" else []
+
+    def _hidden_param_names(self, i):
+        names = [f"W{i}", f"b{i}"]
+        return names + [f"gamma{i}", f"beta{i}"] if self.normalization else names
+
+    def _hidden_args(self, i):
+        """Hidden layer i's arguments after x: W, b[, gamma, beta, its bn_param / ln_param]."""
+        args = [self.params[name] for name in self._hidden_param_names(i)]
+        norm_params = self.bn_params or self.ln_params
+        return args + [norm_params[i - 1]] if norm_params else args
 
     def loss(self, X, y=None):
         """Class scores (N, C) when ``y`` is None (test mode), else ``(loss, grads)`` (train mode)."""
@@ -145,16 +164,13 @@ class FullyConnectedNet:
             bn_param["mode"] = mode
         out = np.asarray(X).astype(self.dtype, copy=False)
         caches = []
+        hidden_forward, hidden_backward = _HIDDEN_LAYERS[self.normalization]
         for i in range(1, self.num_layers):
-            out, fc_cache = affine_forward(out, p[f"W{i}"], p[f"b{i}"])
-            bn_cache = None
-            if self.normalization:
-                out, bn_cache = batchnorm_forward(out, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
-            out, relu_cache = relu_forward(out)
+            out, hidden_cache = hidden_forward(out, *self._hidden_args(i))
             drop_cache = None
             if self.use_dropout:
                 out, drop_cache = dropout_forward(out, self.dropout_param)
-            caches.append((fc_cache, bn_cache, relu_cache, drop_cache))
+            caches.append((hidden_cache, drop_cache))
         last = self.num_layers
         scores, scores_cache = affine_forward(out, p[f"W{last}"], p[f"b{last}"])
         if y is None:
@@ -163,13 +179,11 @@ class FullyConnectedNet:
         grads = {}
         dout, grads[f"W{last}"], grads[f"b{last}"] = affine_backward(dscores, scores_cache)
         for i in range(self.num_layers - 1, 0, -1):
-            fc_cache, bn_cache, relu_cache, drop_cache = caches[i - 1]
+            hidden_cache, drop_cache = caches[i - 1]
             if drop_cache is not None:
                 dout = dropout_backward(dout, drop_cache)
-            dout = relu_backward(dout, relu_cache)
-            if bn_cache is not None:
-                dout, grads[f"gamma{i}"], grads[f"beta{i}"] = batchnorm_backward_alt(dout, bn_cache)
-            dout, grads[f"W{i}"], grads[f"b{i}"] = affine_backward(dout, fc_cache)
+            dout, *hidden_grads = hidden_backward(dout, hidden_cache)
+            grads.update(zip(self._hidden_param_names(i), hidden_grads))
         loss += _l2(self.reg, p, [f"W{i}" for i in range(1, self.num_layers + 1)], grads)
         return loss, grads
 

@@ -72,7 +72,7 @@ def test_fully_connected_net_structure_and_test_mode():
     clone.load_state_dict(state)
     np.testing.assert_array_equal(clone.loss(X), model.loss(X))
     with pytest.raises(ValueError, match="normalization"):
-        FullyConnectedNet([3], normalization="layernorm")
+        FullyConnectedNet([3], normalization="groupnorm")
     with pytest.raises(TypeError, match="float32 or float64"):
         FullyConnectedNet([3], dtype=np.int32)
 
