@@ -17,7 +17,8 @@ import fastconv
 from . import layers
 
 __all__ = ["Parameter", "Buffer", "Module", "Sequential", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear",
-           "ReLU", "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "CrossEntropyLoss", "MSELoss"]
+           "ReLU", "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "CrossEntropyLoss", "MSELoss",
+           "Identity", "Sigmoid", "Tanh", "ModuleList", "BCELoss", "LayerNorm", "GroupNorm"]
 
 
 class Parameter:
@@ -53,6 +54,14 @@ def _positive_int(name, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _float_input(name, x) -> np.ndarray:
+    """``x`` itself when it is a float32 or float64 array; TypeError naming ``name`` otherwise."""
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        kind = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{name} must be a float32 or float64 numpy.ndarray, got {kind}")
+    return x
 
 
 class Module(abc.ABC):
@@ -487,3 +496,241 @@ class MSELoss(Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, e.g. for a layer switched off)."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+class Sigmoid(Module):
+    """``1 / (1 + exp(-x))`` elementwise, without overflow for large ``|x|``."""
+
+    def forward(self, x):
+        x = _float_input("x", x)
+        # exp(-|x|) <= 1 never overflows; for x < 0 the sigmoid is exp(x) / (1 + exp(x))
+        e = np.exp(-np.abs(x))
+        out = np.where(x >= 0, 1, e) / (1 + e)
+        self._cache = out
+        return out
+
+    def backward(self, dout):
+        out = self._saved()
+        return dout * (out * (1 - out))
+
+
+class Tanh(Module):
+    """``tanh(x)`` elementwise."""
+
+    def forward(self, x):
+        out = np.tanh(_float_input("x", x))
+        self._cache = out
+        return out
+
+    def backward(self, dout):
+        out = self._saved()
+        return dout * (1 - out * out)
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters, buffers and mode belong to the module holding it.
+
+    Names are ``0.weight``, ``1.bias``, ... as in PyTorch. A container only: it has no
+    forward or backward of its own; iterate over it and call the modules.
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._modules = []
+        if modules is not None:
+            self.extend(modules)
+
+    @staticmethod
+    def _checked(module):
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList holds Module instances, got module of type {type(module).__name__}")
+        return module
+
+    def append(self, module):
+        self._modules.append(self._checked(module))
+        return self
+
+    def extend(self, modules):
+        if not hasattr(modules, "__iter__"):
+            raise TypeError(f"ModuleList.extend takes an iterable of modules, got modules of type "
+                            f"{type(modules).__name__}")
+        self._modules.extend([self._checked(module) for module in modules])
+        return self
+
+    def insert(self, index, module) -> None:
+        self._modules.insert(index, self._checked(module))
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(self._modules[index])
+        return self._modules[index]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def named_children(self):
+        return ((str(i), module) for i, module in enumerate(self._modules))
+
+    def forward(self, *inputs):
+        raise NotImplementedError("ModuleList is a container and has no forward: call the modules it holds")
+
+    def backward(self, dout):
+        raise NotImplementedError("ModuleList is a container and has no backward: call the modules it holds")
+
+
+class BCELoss(Module):
+    """Binary cross-entropy ``-(y log p + (1 - y) log(1 - p))`` of probabilities p in [0, 1], mean or sum.
+
+    As in PyTorch each log is clamped at -100 (a finite loss for p = 0 or 1) and the gradient
+    ``(p - y) / (p (1 - p))`` has its denominator clamped at 1e-12. Target y has the shape of p.
+    """
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, input, target):  # noqa: A002 (PyTorch's argument name)
+        p = _float_input("input", input)
+        if not np.all((p >= 0) & (p <= 1)):
+            raise ValueError("input must hold probabilities in [0, 1] (e.g. a Sigmoid's output)")
+        y = np.asarray(target, p.dtype)
+        if y.shape != p.shape:
+            raise ValueError(f"target must have input's shape {p.shape}, got {y.shape}")
+        with np.errstate(divide="ignore"):  # log(0) = -inf, clamped next
+            log_p, log_q = np.maximum(np.log(p), -100), np.maximum(np.log1p(-p), -100)
+        self._cache = p, y
+        total = -float(np.sum(y * log_p + (1 - y) * log_q))
+        return total / p.size if self.reduction == "mean" else total
+
+    def backward(self, dout=1.0):
+        p, y = self._saved()
+        scale = dout / (p.size if self.reduction == "mean" else 1)
+        return (p - y) / np.maximum(p * (1 - p), p.dtype.type(1e-12)) * p.dtype.type(scale)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+def _positive_real(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class _AffineNorm(Module):
+    """A normalization with optional learnable ``weight`` (gamma) and ``bias`` (beta) of one shape."""
+
+    def __init__(self, eps, affine, shape, dtype):
+        super().__init__()
+        self.eps = _positive_real("eps", eps)
+        self.weight = Parameter(np.ones(shape, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(shape, dtype)) if affine else None
+
+    def _gamma_beta(self, shape, dtype):
+        """gamma and beta reshaped for the functional layer; 1 and 0 without affine parameters."""
+        if self.weight is None:
+            return np.ones(shape, dtype), np.zeros(shape, dtype)
+        return self.weight.data.reshape(shape), self.bias.data.reshape(shape)
+
+    def _saved_for(self, dout):
+        """The layer's cache and the input shape, once ``dout`` is checked to have that shape."""
+        cache, shape = self._saved()
+        if np.shape(dout) != shape:
+            raise ValueError(f"dout must have the output's shape {shape}, got {np.shape(dout)}")
+        return cache, shape
+
+    def _accumulate(self, dgamma, dbeta) -> None:
+        if self.weight is not None:
+            self.weight.grad += dgamma.reshape(self.weight.grad.shape)
+            self.bias.grad += dbeta.reshape(self.bias.grad.shape)
+
+
+class LayerNorm(_AffineNorm):
+    """Layer normalization over the trailing ``normalized_shape`` dims of each sample, with
+    ``weight``/``bias`` of that shape (when ``elementwise_affine``), through :func:`layers.layernorm_forward`.
+
+    Shape: (*, *normalized_shape) -> the same; the statistics use the biased variance.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, dtype=np.float32):
+        if isinstance(normalized_shape, (int, np.integer)):
+            normalized_shape = (normalized_shape,)
+        if not isinstance(normalized_shape, (tuple, list)) or not normalized_shape:
+            raise TypeError(f"normalized_shape must be an int or a non-empty tuple of ints, got {normalized_shape!r}")
+        self.normalized_shape = tuple(_positive_int("normalized_shape", size) for size in normalized_shape)
+        self.elementwise_affine = bool(elementwise_affine)
+        super().__init__(eps, self.elementwise_affine, self.normalized_shape, dtype)
+
+    def forward(self, x):
+        x = _float_input("x", x)
+        if x.shape[max(x.ndim - len(self.normalized_shape), 0):] != self.normalized_shape:
+            raise ValueError(f"x must end in the dims normalized_shape={self.normalized_shape}, got shape {x.shape}")
+        features = math.prod(self.normalized_shape)
+        gamma, beta = self._gamma_beta(features, x.dtype)
+        out, cache = layers.layernorm_forward(x.reshape(-1, features), gamma, beta, {"eps": self.eps})
+        self._cache = cache, x.shape
+        return out.reshape(x.shape)
+
+    def backward(self, dout):
+        cache, shape = self._saved_for(dout)
+        dx, dgamma, dbeta = layers.layernorm_backward(np.reshape(dout, (-1, math.prod(self.normalized_shape))), cache)
+        self._accumulate(dgamma, dbeta)
+        return dx.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(_AffineNorm):
+    """Group normalization: the ``num_channels`` channels of each sample split into ``num_groups``
+    groups, each normalized over its channels and positions; per-channel ``weight``/``bias`` when
+    ``affine``. Through :func:`layers.spatial_groupnorm_forward`.
+
+    Shape: (N, C, *) -> the same.
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32):
+        self.num_groups = _positive_int("num_groups", num_groups)
+        self.num_channels = _positive_int("num_channels", num_channels)
+        if num_channels % num_groups:
+            raise ValueError(f"num_groups={num_groups} must divide num_channels={num_channels}")
+        self.affine = bool(affine)
+        super().__init__(eps, self.affine, num_channels, dtype)
+
+    def forward(self, x):
+        x = _float_input("x", x)
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"x must be (N, num_channels={self.num_channels}, *), got shape {x.shape}")
+        channels = (1, self.num_channels, 1, 1)
+        gamma, beta = self._gamma_beta(channels, x.dtype)
+        # the trailing dims, whatever their number, are one spatial axis to the (N, C, H, W) layer
+        image = x.reshape(x.shape[0], self.num_channels, math.prod(x.shape[2:]), 1)
+        out, cache = layers.spatial_groupnorm_forward(image, gamma, beta, self.num_groups, {"eps": self.eps})
+        self._cache = cache, x.shape
+        return out.reshape(x.shape)
+
+    def backward(self, dout):
+        cache, shape = self._saved_for(dout)
+        dout = np.reshape(dout, (shape[0], self.num_channels, math.prod(shape[2:]), 1))
+        dx, dgamma, dbeta = layers.spatial_groupnorm_backward(dout, cache)
+        self._accumulate(dgamma, dbeta)
+        return dx.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"

@@ -109,14 +109,18 @@ class Optimizer:
     """Applies one update rule to a list of parameters (objects with ``.data`` and ``.grad``).
 
     Subclasses only choose the rule and translate their hyperparameters into its config.
+    ``weight_decay`` (>= 0) adds ``weight_decay * data`` to each gradient before the rule.
     """
 
-    def __init__(self, params, rule, defaults: dict):
+    def __init__(self, params, rule, defaults: dict, weight_decay=0.0):
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         self.rule = rule
         self.defaults = dict(defaults)
+        weight_decay = _check_range("weight_decay", weight_decay, 0, math.inf)
+        if weight_decay > 0:  # absent when 0, so the state and the update stay as without decay
+            self.defaults["weight_decay"] = weight_decay
         self.state = [dict(self.defaults) for _ in self.params]
 
     @property
@@ -132,11 +136,17 @@ class Optimizer:
             config["learning_rate"] = value
 
     def step(self) -> None:
-        """One update of every parameter from its current ``.grad``, in place."""
+        """One update of every parameter from its current ``.grad``, in place.
+
+        With ``weight_decay`` the rule sees ``grad + weight_decay * data`` (L2 as in PyTorch,
+        also for Adam); ``.grad`` itself is left as it is.
+        """
         for param, config in zip(self.params, self.state):
             if not (param.data.flags.c_contiguous and param.data.flags.writeable):
                 param.data = np.array(param.data, order="C")
-            self.rule(param.data, param.grad, config)
+            weight_decay = config.get("weight_decay", 0)
+            grad = param.grad + weight_decay * param.data if weight_decay else param.grad
+            self.rule(param.data, grad, config)
 
     def zero_grad(self) -> None:
         for param in self.params:
@@ -160,29 +170,29 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent, with momentum when ``momentum > 0`` (rules ``sgd`` / ``sgd_momentum``)."""
 
-    def __init__(self, params, lr=1e-2, momentum=0.0):
+    def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0):
         momentum = _check_range("momentum", momentum, 0, 1)
         defaults = {"learning_rate": _check_range("lr", lr, 0, math.inf, low_open=True)}
         if momentum > 0:
             defaults["momentum"] = momentum
-        super().__init__(params, sgd_momentum_in_place if momentum > 0 else sgd_in_place, defaults)
+        super().__init__(params, sgd_momentum_in_place if momentum > 0 else sgd_in_place, defaults, weight_decay)
 
 
 class RMSprop(Optimizer):
     """RMSProp (rule ``rmsprop``): ``alpha`` is the decay rate of the squared-gradient average."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(params, rmsprop_in_place, {
             "learning_rate": _check_range("lr", lr, 0, math.inf, low_open=True),
             "decay_rate": _check_range("alpha", alpha, 0, 1),
             "epsilon": _check_range("eps", eps, 0, math.inf, low_open=True),
-        })
+        }, weight_decay)
 
 
 class Adam(Optimizer):
     """Adam (rule ``adam``) with bias-corrected moments."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         super().__init__(params, adam_in_place, {
@@ -190,4 +200,4 @@ class Adam(Optimizer):
             "beta1": _check_range("betas[0]", betas[0], 0, 1),
             "beta2": _check_range("betas[1]", betas[1], 0, 1),
             "epsilon": _check_range("eps", eps, 0, math.inf, low_open=True),
-        })
+        }, weight_decay)
