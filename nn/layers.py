@@ -20,7 +20,7 @@ __all__ = [
     "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
     "spatial_batchnorm_forward", "spatial_batchnorm_backward",
     "layernorm_forward", "layernorm_backward", "spatial_groupnorm_forward", "spatial_groupnorm_backward",
-    "dropout_forward", "dropout_backward", "softmax_loss", "svm_loss",
+    "sigmoid", "dropout_forward", "dropout_backward", "softmax_loss", "svm_loss",
     "affine_relu_forward", "affine_relu_backward", "conv_relu_forward", "conv_relu_backward",
     "conv_relu_pool_forward", "conv_relu_pool_backward",
     "affine_bn_relu_forward", "affine_bn_relu_backward", "affine_ln_relu_forward", "affine_ln_relu_backward",
@@ -279,6 +279,15 @@ def spatial_groupnorm_backward(dout, cache):
     dx = _standardize_backward(dx_hat, x_hat.reshape(n, groups, -1), inv_std).reshape(x_hat.shape)
     axes = (0, 2, 3)
     return dx, (dout * x_hat).sum(axis=axes, keepdims=True), dout.sum(axis=axes, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- sigmoid
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` elementwise for a float array ``x`` (dtype kept), without overflow for large ``|x|``."""
+    # exp(-|x|) <= 1 never overflows; for x < 0 the sigmoid is exp(x) / (1 + exp(x))
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1, e) / (1 + e)
 
 
 # ----------------------------------------------------------------------------- dropout

@@ -512,10 +512,7 @@ class Sigmoid(Module):
     """``1 / (1 + exp(-x))`` elementwise, without overflow for large ``|x|``."""
 
     def forward(self, x):
-        x = _float_input("x", x)
-        # exp(-|x|) <= 1 never overflows; for x < 0 the sigmoid is exp(x) / (1 + exp(x))
-        e = np.exp(-np.abs(x))
-        out = np.where(x >= 0, 1, e) / (1 + e)
+        out = layers.sigmoid(_float_input("x", x))
         self._cache = out
         return out
 
