@@ -28,6 +28,31 @@ def test_cs231n_models_and_backend_choice(model, capsys):
     assert fastconv.get_backend() == "auto"  # the CLI's choices do not leak into the caller
 
 
+@pytest.mark.parametrize("model", ["linear-svm", "softmax", "nielsen"])
+def test_numpy_models_reach_93_percent_with_their_defaults(model, capsys):
+    assert main(["train", "--model", model]) == 0
+    out = capsys.readouterr().out
+    assert f"training {model} on digits" in out
+    assert float(re.search(r"test accuracy (\d\.\d+)", out).group(1)) >= 0.93
+
+
+def test_numpy_model_options_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "curves.png"
+    assert main(QUICK + ["--model", "nielsen", "--epochs", "2", "--lr", "0.3", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "eta 0.3" in out and "mini-batch 20" in out and "epoch 2/2" in out and "epoch 3/" not in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(QUICK + ["--model", "softmax", "--lr", "0.5"]) == 0  # one epoch of 300 images in batches of 20
+    assert "SGD lr 0.5, reg 0.0001, 15 iterations of 20" in capsys.readouterr().out
+
+
+def test_numpy_models_refuse_solver_options(tmp_path, capsys):
+    for extra in (["--checkpoint", str(tmp_path / "x.npz")], ["--lr-decay", "0.5"], ["--backend", "naive"]):
+        assert main(QUICK + ["--model", "linear-svm"] + extra) == 2
+        assert f"{extra[0]}: only for the models cnn, convnet, fc" in capsys.readouterr().err
+
+
 def test_checkpoint_resume_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     checkpoint, plot = tmp_path / "run.npz", tmp_path / "curves.png"
