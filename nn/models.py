@@ -11,8 +11,10 @@ from .layers import (affine_backward, affine_bn_relu_backward, affine_bn_relu_fo
                      affine_ln_relu_backward, affine_ln_relu_forward, affine_relu_backward, affine_relu_forward,
                      conv_relu_pool_backward, conv_relu_pool_forward, dropout_backward, dropout_forward,
                      softmax_loss)
+from .modules import _float_dtype
+from .residual import basic_block, resnet
 
-__all__ = ["ThreeLayerConvNet", "FullyConnectedNet", "ModuleClassifier", "seeded_global_rng"]
+__all__ = ["ThreeLayerConvNet", "FullyConnectedNet", "ModuleClassifier", "seeded_global_rng", "resnet", "basic_block"]
 
 
 @contextlib.contextmanager
@@ -25,13 +27,6 @@ def seeded_global_rng(seed: int):
         yield
     finally:
         np.random.set_state(state)
-
-
-def _float_dtype(dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
 
 
 def _l2(reg, params, weight_names, grads):

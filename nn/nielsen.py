@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from . import layers
+from .modules import _float_dtype
 from .optim import _check_range
 
 __all__ = ["sigmoid", "sigmoid_prime", "QuadraticCost", "CrossEntropyCost", "COSTS", "Network", "load",
@@ -86,13 +87,6 @@ def _check_sizes(sizes):
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least 2 layers (input and output), got {list(sizes)}")
     return [_check_int("sizes", size, 1) for size in sizes]
-
-
-def _float_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
 
 
 def _pairs(data, name):
