@@ -23,6 +23,15 @@ def check_module(module, x, tol=LAYER_GRADIENT, seed=0):
         assert rel_error(analytic, numeric) <= tol, name
 
 
+def watch_conv_dx_skips(monkeypatch):
+    """A list that gets, for every conv backward call from here on, whether it skipped its input gradient."""
+    skipped = []
+    real = nn.modules.fastconv.conv2d_backward
+    monkeypatch.setattr(nn.modules.fastconv, "conv2d_backward",
+                        lambda d, c, need_dx=True: skipped.append(not need_dx) or real(d, c, need_dx=need_dx))
+    return skipped
+
+
 @pytest.mark.parametrize("make_module,x_shape", [
     (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, dtype=F64, rng=0), (2, 2, 5, 5)),
     (lambda: nn.Conv2d(4, 4, 3, dilation=2, groups=2, bias=False, dtype=F64, rng=0), (1, 4, 6, 6)),
@@ -83,10 +92,7 @@ def test_sequential_without_input_gradient_keeps_every_parameter_gradient(first,
     model(x)
     assert model.backward(dout) is not None
     expected = {name: p.grad.copy() for name, p in model.named_parameters()}
-    skipped = []
-    real = nn.modules.fastconv.conv2d_backward
-    monkeypatch.setattr(nn.modules.fastconv, "conv2d_backward",
-                        lambda d, c, need_dx=True: skipped.append(not need_dx) or real(d, c, need_dx=need_dx))
+    skipped = watch_conv_dx_skips(monkeypatch)
     model.zero_grad()
     model(x)
     assert model.backward(dout, need_dx=False) is None

@@ -10,6 +10,7 @@ import nn
 from fastconv.cases import tolerance
 from nn.gradient_check import eval_numerical_gradient_array, rel_error
 from nn.residual import GlobalAvgPool2d, Residual, basic_block, resnet
+from test_nn_modules import watch_conv_dx_skips
 
 F64 = np.float64
 LAYER_GRADIENT = tolerance("layer-gradient")
@@ -76,10 +77,7 @@ def test_first_layer_residual_skips_only_the_input_gradient(monkeypatch):
     model(x)
     model.backward(dout)
     expected = {name: p.grad.copy() for name, p in model.named_parameters()}
-    skipped = []
-    real = nn.modules.fastconv.conv2d_backward
-    monkeypatch.setattr(nn.modules.fastconv, "conv2d_backward",
-                        lambda d, c, need_dx=True: skipped.append(not need_dx) or real(d, c, need_dx=need_dx))
+    skipped = watch_conv_dx_skips(monkeypatch)
     model.zero_grad()
     model(x)
     assert model.backward_params(dout) is None
