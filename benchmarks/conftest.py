@@ -1,14 +1,26 @@
-"""pytest-benchmark setup: fastconv's machine facts in saved runs, the `quick` marker, shared references."""
+"""pytest-benchmark setup: fastconv's machine facts in saved runs, the `quick` marker, shared references, and
+backends from files (--backend-module) beside the registered ones."""
 from functools import lru_cache
 
+import fastconv
+from fastconv import _plugins
 from fastconv.bench import runner
 from fastconv.bench import workloads as wl
 
-USABLE = wl.usable_backends()
+USABLE = wl.usable_backends()  # every row, registered backends too; again after pytest_configure
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backend-module", action="append", default=[], metavar="PATH.py[:ATTR]",
+                     help="also benchmark the backend in this file, as `fastconv bench --backend-module` does")
 
 
 def pytest_configure(config):
+    global USABLE
     config.addinivalue_line("markers", "quick: the workloads of `fastconv bench --quick` (pytest benchmarks/ -m quick)")
+    for spec in config.getoption("backend_module"):  # registered for the whole session (the suite's process)
+        fastconv.register_backend(*_plugins.load_from_path(spec), "im2col")
+    USABLE = wl.usable_backends()
 
 
 # Facts that stay put between runs on one machine (pytest-benchmark warns when saved ones differ).

@@ -2,10 +2,11 @@
 
 How it decides
 --------------
-The candidates are the installed compiled backends, in registry order (``cython``, ``numba``).
-``im2col`` is one only where neither is installed: its GEMMs run on numpy's OpenBLAS, whose
-threads keep spinning for ~0.1 s after every call and take the cores every following op of a
-training step needs (measured: a vgg step 1.66x slower when auto, timing convolutions alone,
+The candidates are the installed compiled backends, in registry order (``cython``, ``numba``),
+then the registered backends that opted in (``register_backend(..., auto=True)``).
+``im2col`` is one only where neither compiled backend is installed: its GEMMs run on numpy's
+OpenBLAS, whose threads keep spinning for ~0.1 s after every call and take the cores every
+following op of a training step needs (measured: a vgg step 1.66x slower when auto, timing convolutions alone,
 picked im2col for two of its four). ``naive`` is used only when nothing else loads.
 
 - A call big enough for the choice to matter (conv: at least ``MEASURE_MIN_FLOPS`` forward
@@ -91,10 +92,14 @@ def autotune_enabled() -> bool:
 
 def candidates() -> list[str]:
     """Backends `auto` may pick, best guess first: the compiled ones; a backend on another
-    library's threads (``_registry.FOREIGN_THREADS``) or the reference only without them."""
+    library's threads (``_registry.FOREIGN_THREADS``) or the reference only without them; then
+    the registered backends that opted in (``register_backend(..., auto=True)``), which must win
+    a measurement to be picked."""
     installed = [n for n in _registry.installed_backends() if n != REFERENCE]
-    own = [n for n in installed if n not in _registry.FOREIGN_THREADS]
-    return own or installed or [REFERENCE]
+    registered = [n for n in installed if _registry.is_registered(n)]
+    built_in = [n for n in installed if n not in registered]
+    own = [n for n in built_in if n not in _registry.FOREIGN_THREADS]
+    return (own or built_in or [REFERENCE]) + registered
 
 
 def is_ready(name: str, op: str, signature: tuple) -> bool:

@@ -171,3 +171,16 @@ def assert_results_close(actual, expected, dtype=None, exact=False):
             np.testing.assert_array_equal(got, want, err_msg=name)
         else:
             assert_close(got, want, dtype=dtype, err_msg=name)
+
+
+def max_abs_error(outputs: tuple, expected: tuple) -> float:
+    """Largest absolute difference over all outputs (inf when a shape or a missing output differs)."""
+    worst = 0.0
+    for actual, wanted in zip(outputs, expected):
+        if actual is None and wanted is None:
+            continue
+        if actual is None or wanted is None or np.shape(actual) != np.shape(wanted):
+            return float("inf")
+        difference = np.abs(np.asarray(actual, np.float64) - np.asarray(wanted, np.float64))
+        worst = max(worst, float(np.max(difference, initial=0.0)))
+    return worst

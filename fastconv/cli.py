@@ -1,4 +1,4 @@
-"""The `fastconv` command line: `info`, `bench`, `tune`, and subcommands other packages register (nn: `train`)."""
+"""The `fastconv` command line: `info`, `bench`, `check`, `tune`, and the subcommands other packages add (`train`)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ import sys
 SUBCOMMANDS = {
     "info": ("fastconv.info", "Version, backends (and why any is missing), threads, BLAS, CPU."),
     "bench": ("fastconv.bench", "Benchmark every backend (and PyTorch) side by side; save and compare baselines."),
+    "check": ("fastconv.check", "Check a backend (a file of kernels, or a name) against naive and PyTorch."),
     "tune": ("fastconv.tune", "Let auto measure the suite's workloads now and store its decisions."),
 }
 

@@ -1,4 +1,5 @@
-"""Test tools: argument grids, naive and PyTorch reference results, numeric gradients, max-pool special inputs."""
+"""Test tools: argument grids, layouts, naive and PyTorch reference results, numeric gradients, max-pool special
+inputs; check_backend (fastconv.conformance), the grid run against any backend as a report."""
 from __future__ import annotations
 
 import functools
@@ -61,6 +62,45 @@ POOL_GRID = (
     PoolCase("k4-p2", (1, 1, 6, 6), 4, None, 2),
     PoolCase("pairs-stride-none", (3, 1, 7, 9), (3, 2), None, (1, 0)),
 )
+
+
+# Memory layouts an input may come in (each keeps the values and changes the memory): the front
+# must hand every backend C-contiguous native arrays, or read-only ones as they are.
+def strided_view(arr):
+    """The same values inside a twice-as-large buffer, every other element (non-contiguous)."""
+    big = np.zeros(tuple(2 * s for s in arr.shape), arr.dtype)
+    view = big[tuple(slice(None, None, 2) for _ in arr.shape)]
+    view[...] = arr
+    return view
+
+
+def reversed_view(arr):
+    """Negative strides on every axis."""
+    return np.flip(np.flip(arr).copy())
+
+
+def channels_last(arr):
+    """Transposed to put axis 0 last, copied, and transposed back: a permuted-stride view."""
+    return np.moveaxis(np.moveaxis(arr, 0, -1).copy(), -1, 0)
+
+
+def read_only(arr):
+    arr = arr.copy()
+    arr.flags.writeable = False
+    return arr
+
+
+def swapped_byte_order(arr):
+    return arr.astype(arr.dtype.newbyteorder("S"))
+
+
+def everything_at_once(arr):
+    return read_only(strided_view(swapped_byte_order(arr)))
+
+
+LAYOUTS = {"strided-view": strided_view, "negative-strides": reversed_view, "channels-last": channels_last,
+           "fortran": np.asfortranarray, "read-only": read_only, "non-native-byte-order": swapped_byte_order,
+           "everything-at-once": everything_at_once}
 
 
 def conv2d_results(x, w, b, dout, backend=None, **kwargs):
@@ -161,3 +201,39 @@ def numeric_gradient(f, x, dout, h=1e-6):
         flat_x[i] = old
         flat_g[i] = (plus - minus) / (2 * h)
     return grad
+
+
+def repeated_backward_results(op: str, case, other, dtype, backend) -> tuple:
+    """(actual, expected) for ``op``'s forward on ``case``, a forward on ``other``, ``case``'s backward,
+    ``other``'s, then ``case``'s backward again: ``case``'s output and first gradients unchanged by the
+    later calls (no result lives in memory a later call reuses, no cache on scratch another call
+    overwrites), the second backward equal to the first, ``other``'s results those of a fresh run."""
+    forward, backward = getattr(_api, op + "_forward"), getattr(_api, op + "_backward")
+
+    def run(which, seed):
+        *arrays, dout = which.inputs(dtype, seed)
+        out, cache = forward(*arrays, backend=backend, **which.kwargs())
+        return out, cache, dout
+
+    def grads(dout, cache):
+        found = backward(dout, cache)
+        return found if isinstance(found, tuple) else (found,)
+
+    out, cache, dout = run(case, 0)
+    out_copy = out.copy()
+    other_out, other_cache, other_dout = run(other, 1)
+    first = grads(dout, cache)
+    first_copies = tuple(None if g is None else g.copy() for g in first)
+    other_grads = grads(other_dout, other_cache)
+    second = grads(dout, cache)
+    fresh_out, fresh_cache, _ = run(other, 1)
+    fresh = (fresh_out, *grads(other_dout, fresh_cache))
+    return (out, *first, *second, other_out, *other_grads), (out_copy, *first_copies, *first_copies, *fresh)
+
+
+def __getattr__(name: str):
+    # check_backend and its report live in fastconv.conformance, which is built on this module.
+    if name in ("check_backend", "ConformanceReport", "Failure"):
+        from . import conformance
+        return getattr(conformance, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,8 @@ import pytest
 
 import fastconv
 from fastconv.cases import assert_results_close
-from fastconv.testing import CONV_GRID, POOL_GRID, POOL_OPS, case_id, conv2d_results, pool2d_results
+from fastconv.testing import (CONV_GRID, LAYOUTS, POOL_GRID, POOL_OPS, case_id, conv2d_results, pool2d_results,
+                              repeated_backward_results)
 
 CONV_CFG = next(cfg for cfg in CONV_GRID if cfg.name == "everything")
 POOL_CFG = next(cfg for cfg in POOL_GRID if cfg.name == "pairs-overlapping")
@@ -13,43 +14,6 @@ POOL_CFG = next(cfg for cfg in POOL_GRID if cfg.name == "pairs-overlapping")
 # test_backends_get_c_contiguous_native_arrays), so one backend speaks for all of them; only
 # read-only arrays reach the backends as they are, and every backend gets those.
 ANY_BACKEND = fastconv.available_backends()[0]
-
-
-def strided_view(arr):
-    """The same values inside a twice-as-large buffer, every other element (non-contiguous)."""
-    big = np.zeros(tuple(2 * s for s in arr.shape), arr.dtype)
-    view = big[tuple(slice(None, None, 2) for _ in arr.shape)]
-    view[...] = arr
-    return view
-
-
-def reversed_view(arr):
-    """Negative strides on every axis."""
-    return np.flip(np.flip(arr).copy())
-
-
-def channels_last(arr):
-    """Transposed to put axis 0 last, copied, and transposed back: a permuted-stride view."""
-    return np.moveaxis(np.moveaxis(arr, 0, -1).copy(), -1, 0)
-
-
-def read_only(arr):
-    arr = arr.copy()
-    arr.flags.writeable = False
-    return arr
-
-
-def swapped_byte_order(arr):
-    return arr.astype(arr.dtype.newbyteorder("S"))
-
-
-def everything_at_once(arr):
-    return read_only(strided_view(swapped_byte_order(arr)))
-
-
-LAYOUTS = {"strided-view": strided_view, "negative-strides": reversed_view, "channels-last": channels_last,
-           "fortran": np.asfortranarray, "read-only": read_only, "non-native-byte-order": swapped_byte_order,
-           "everything-at-once": everything_at_once}
 
 
 def test_layouts_keep_values_but_change_memory():
@@ -139,39 +103,14 @@ def test_pool2d_inputs_unchanged(backend, dtype, op):
 def test_conv2d_backward_twice_and_interleaved(backend, dtype):
     # A result must not live in memory a later call reuses, and a cache must not depend on
     # scratch another call overwrites: run A, then B, then A's backward twice.
-    x, w, b, dout = CONV_CFG.inputs(dtype, seed=0)
     other = next(cfg for cfg in CONV_GRID if cfg.name == "basic")
-    x2, w2, b2, dout2 = other.inputs(dtype, seed=1)
-    out, cache = fastconv.conv2d_forward(x, w, b, backend=backend, **CONV_CFG.kwargs())
-    out_copy = out.copy()
-    out2, cache2 = fastconv.conv2d_forward(x2, w2, b2, backend=backend, **other.kwargs())
-    first = fastconv.conv2d_backward(dout, cache)
-    first_copies = [g.copy() for g in first]
-    grads2 = fastconv.conv2d_backward(dout2, cache2)
-    second = fastconv.conv2d_backward(dout, cache)
-    np.testing.assert_array_equal(out, out_copy, err_msg="out changed by a later call")
-    assert_results_close(first, first_copies, exact=True)  # not changed by a later call
-    assert_results_close(second, first, exact=True)  # the same on the second backward
-    assert_results_close((out2, *grads2), conv2d_results(x2, w2, b2, dout2, backend, **other.kwargs()), exact=True)
+    assert_results_close(*repeated_backward_results("conv2d", CONV_CFG, other, dtype, backend), exact=True)
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
 def test_pool2d_backward_twice_and_interleaved(backend, dtype, op):
-    forward, backward = getattr(fastconv, op + "_forward"), getattr(fastconv, op + "_backward")
-    x, dout = POOL_CFG.inputs(dtype, seed=0)
     other = next(cfg for cfg in POOL_GRID if cfg.name == "k3-s2-p1-odd")
-    x2, dout2 = other.inputs(dtype, seed=1)
-    out, cache = forward(x, backend=backend, **POOL_CFG.kwargs())
-    out_copy = out.copy()
-    out2, cache2 = forward(x2, backend=backend, **other.kwargs())
-    first = backward(dout, cache)
-    first_copy = first.copy()
-    dx2 = backward(dout2, cache2)
-    second = backward(dout, cache)
-    np.testing.assert_array_equal(out, out_copy, err_msg="out changed by a later call")
-    np.testing.assert_array_equal(first, first_copy, err_msg="dx changed by a later call")
-    np.testing.assert_array_equal(second, first, err_msg="dx differs on the second backward")
-    assert_results_close((out2, dx2), pool2d_results(op, x2, dout2, backend, **other.kwargs()), exact=True)
+    assert_results_close(*repeated_backward_results(op, POOL_CFG, other, dtype, backend), exact=True)
 
 
 # The front answers an empty batch by itself (kernel_calls stays empty): one backend speaks for all.

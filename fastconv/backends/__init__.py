@@ -20,7 +20,11 @@ declines a call (a size beyond its indexing, say) has it run by the next backend
 and the kernels of the rest of a training step (``fastconv._registry.STEP_KERNELS``), which
 fall back to the reference's when missing.
 A module that fails to import is reported as unavailable with the exception's message.
-Register a new backend with one line in ``fastconv._registry.BACKEND_MODULES``.
+Register a new built-in backend with one line in ``fastconv._registry.BACKEND_MODULES``; one
+from outside the package with ``fastconv.register_backend(name, module_or_object, fallback)``
+or the entry point group ``fastconv.backends`` (optional attributes ``FALLBACK``, a backend
+name, and ``AUTO``, True to be a candidate of ``auto``). Such a backend may define any subset
+of the kernels (the rest are its fallback's), and what its kernels return is checked.
 """
 
 INSTALL_HINTS = {

@@ -1,6 +1,7 @@
 """The `fastconv bench` command: options, the run loop with progress, exit codes."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -22,7 +23,11 @@ def configure(parser) -> None:
                         help="a run under a minute: a few headline workloads, fewer repeats "
                              "(with --case, the named cases from the whole suite)")
     many = dict(action="append", metavar="A[,B]")
-    parser.add_argument("--backend", **many, help="only these backends (torch = PyTorch's row)")
+    parser.add_argument("--backend", **many, help="only these backends (torch = PyTorch's row; registered "
+                                                   "backends and entry points too)")
+    parser.add_argument("--backend-module", action="append", metavar="PATH.py[:ATTR]", default=[],
+                        help="also time the backend in this file (named after the file, or ATTR, an object in it "
+                             "with the kernel functions); the kernels it lacks run on im2col")
     parser.add_argument("--op", **many, help=f"only these operations: {', '.join(wl.all_ops())}")
     parser.add_argument("--dtype", **many, help=f"only these dtypes: {', '.join(wl.DTYPES)}")
     parser.add_argument("--case", **many, help="only these cases (shell patterns like 'small-*')")
@@ -69,6 +74,8 @@ def _settings(args) -> runner.Settings:
 
 def _backends(args, usable) -> list[str]:
     names = wl.split_values(args.backend)
+    if names:  # a --backend-module's backend runs whatever --backend says
+        names += args.backend_names
     for name in names:
         if name not in usable:
             reasons = _registry.unavailable_reasons()
@@ -78,6 +85,30 @@ def _backends(args, usable) -> list[str]:
 
 
 def run(args) -> int:
+    with contextlib.ExitStack() as registered:  # backend modules are registered for this run only
+        try:
+            args.backend_names = [registered.enter_context(_registered_module(spec)) for spec in args.backend_module]
+        except (ValueError, TypeError) as exc:
+            return _error(str(exc))
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _registered_module(spec: str):
+    """A --backend-module file's backend, registered (falling back to im2col) until the run ends."""
+    from fastconv import _plugins
+    name, source = _plugins.load_from_path(spec)
+    if name in _registry.available_backends():
+        raise ValueError(f"--backend-module {spec}: a backend named {name!r} exists already; name the "
+                         f"object to use with {spec}:ATTR or rename the file")
+    _registry.register_backend(name, source, "im2col")
+    try:
+        yield name
+    finally:
+        _registry.unregister_backend(name)
+
+
+def _run(args) -> int:
     try:
         if args.fail_over < 0:
             raise ValueError(f"--fail-over must be >= 0, got {args.fail_over}")
@@ -119,7 +150,8 @@ def run(args) -> int:
         if comparison.failed:
             status = EXIT_FAILED
     if args.json:
-        settings_doc = dict(dataclasses.asdict(settings), quick=args.quick, threads=fastconv.get_num_threads())
+        settings_doc = dict(dataclasses.asdict(settings), quick=args.quick, threads=fastconv.get_num_threads(),
+                            backend_modules=dict(zip(args.backend_names, args.backend_module)))
         report.write_json(args.json, report.document(
             machine, settings_doc, records, comparison.as_dict() if comparison else None))
         print(f"\nWrote {args.json}", file=sys.stderr)

@@ -39,13 +39,15 @@ def format_table(records: list[dict]) -> str:
     title = f"{first['case']} · {first['op']} · {first['dtype']}   {first['shape']}"
     if first["reference"]:
         title += f"   (reference: {first['reference']})"
-    header = f"  {'backend':<8} {'median ms':>10} {'GFLOP/s':>8} {'vs naive':>9} {'vs torch':>9} {'max abs err':>12}"
+    width = max(8, *(len(r["backend"]) for r in records))  # a registered backend's name may be longer
+    header = (f"  {'backend':<{width}} {'median ms':>10} {'GFLOP/s':>8} {'vs naive':>9} {'vs torch':>9} "
+              f"{'max abs err':>12}")
     lines = [title, header]
     for r in records:
         timed = r["median_s"] is not None
         error = "-" if r["max_abs_error"] is None else f"{r['max_abs_error']:.1e}"
         lines.append(
-            f"  {r['backend']:<8} {r['median_s'] * 1e3 if timed else float('nan'):>10.3f} "
+            f"  {r['backend']:<{width}} {r['median_s'] * 1e3 if timed else float('nan'):>10.3f} "
             f"{r['gflops'] if timed else float('nan'):>8.2f} {_speedup(r['speedup_vs_naive']):>9} "
             f"{_speedup(r['speedup_vs_torch']):>9} {error:>12}  {_status(r)}".rstrip())
     return "\n".join(lines)
@@ -73,10 +75,12 @@ def format_summary(records: list[dict]) -> str:
             cells.setdefault((r["op"], r["dtype"], r["backend"]), []).append(r["speedup_vs_torch"])
     if not cells:
         return ""
+    width = max(8, *(len(backend) for _, _, backend in cells))
     lines = ["Geometric mean of speedup vs torch (large cases where both ran):",
-             f"  {'op':<16} {'dtype':<8} {'backend':<8} {'speedup':>8} {'cases':>5}"]
+             f"  {'op':<16} {'dtype':<8} {'backend':<{width}} {'speedup':>8} {'cases':>5}"]
     for (op, dtype, backend), values in cells.items():
-        lines.append(f"  {op:<16} {dtype:<8} {backend:<8} {_speedup(geometric_mean(values)):>8} {len(values):>5}")
+        lines.append(f"  {op:<16} {dtype:<8} {backend:<{width}} {_speedup(geometric_mean(values)):>8} "
+                     f"{len(values):>5}")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 import fastconv
 from fastconv import _timing
+from fastconv.cases import max_abs_error
 
 from . import workloads as wl
 
@@ -65,7 +66,7 @@ def checked_call(workload: wl.Workload, backend: str, arrays: dict, expected) ->
     outputs = call()
     if expected is None or backend == wl.GEMM:
         return call, None, None
-    return call, wl.agrees(outputs, expected, workload.dtype, workload.op), wl.max_abs_error(outputs, expected)
+    return call, wl.agrees(outputs, expected, workload.dtype, workload.op), max_abs_error(outputs, expected)
 
 
 def run_workload(workload: wl.Workload, backends, usable, settings: Settings) -> list[dict]:

@@ -267,19 +267,6 @@ def _torch_call(workload: Workload, arrays: dict, torch) -> Callable[[], tuple]:
     return fwd_bwd
 
 
-def max_abs_error(outputs: tuple, expected: tuple) -> float:
-    """Largest absolute difference over all outputs (inf when a shape or a missing output differs)."""
-    worst = 0.0
-    for actual, wanted in zip(outputs, expected):
-        if actual is None and wanted is None:
-            continue
-        if actual is None or wanted is None or np.shape(actual) != np.shape(wanted):
-            return float("inf")
-        difference = np.abs(np.asarray(actual, np.float64) - np.asarray(wanted, np.float64))
-        worst = max(worst, float(np.max(difference, initial=0.0)))
-    return worst
-
-
 def agrees(outputs: tuple, expected: tuple, dtype, op: str | None = None) -> bool:
     """Whether the outputs match the reference's as fastconv.cases.assert_results_close says (the
     per-dtype tolerance); for a family's workload: as the family decides."""
