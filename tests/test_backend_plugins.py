@@ -85,7 +85,7 @@ def test_the_example_is_a_backend_like_the_built_in_ones(register, example):
     assert_results_close(conv2d_results(*BASIC.inputs(), name, **BASIC.kwargs()), naive_results(BASIC))
     assert_results_close(pooled, naive_results(POOL, op="max_pool2d"))
     report = check_backend(name)  # the full grid
-    assert report.ok and report.failures == [] and report.checks > 400, str(report)
+    assert report.ok and report.failures == [] and report.checks > check_backend(name, quick=True).checks, str(report)
     assert set(report.worst_error) == {"conv2d", "max_pool2d", "avg_pool2d"}
     assert report.worst_error["conv2d"]["float64"] < 1e-12
     assert str(report).startswith("check_backend('rows'), full grid against naive") and "ok: all" in str(report)
