@@ -226,6 +226,7 @@ class Sequential(Module):
     def backward_params(self, dout) -> None:
         self.backward(dout, need_dx=False)
 
+
 class Conv2d(Module):
     """2-D convolution (cross-correlation) through :func:`fastconv.conv2d_forward`.
 

@@ -1,4 +1,4 @@
-"""Training-step workloads for `fastconv bench`: three networks in `nn`, each beside the same one in PyTorch.
+"""Training-step workloads for `fastconv bench`: four networks in `nn`, each beside the same one in PyTorch.
 
 A step is what a training loop runs: forward, loss, backward and an Adam update (lr 1e-3), on
 the next of a ring of random batches (made before timing, so neither side pays for the random
@@ -12,6 +12,7 @@ pyproject.toml): it defines the workload-family protocol of ``fastconv.bench.wor
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,19 +51,23 @@ def describe(network: "Network") -> str:
     return f"{network.summary}, batch {network.batch}, Adam"
 
 
-_STEP = ("conv_forward", "conv_backward", "max_pool", "relu", "affine", "softmax_cross_entropy", "adam_update")
+_CONVS = ("conv_forward", "conv_backward", "relu", "affine", "softmax_cross_entropy", "adam_update")
+_STEP = _CONVS + ("max_pool",)
 NETWORKS = (
     Network("digits", 50, (1, 8, 8), "ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=16, filter_size=3, "
                                      "hidden_dim=64)", _STEP),
     Network("cs231n", 50, (3, 32, 32), "ThreeLayerConvNet() (32 filters 7x7, hidden 100)", _STEP),
     Network("vgg", 64, (3, 32, 32), "[conv3x3-batchnorm-relu] x 2 (32), maxpool, x 2 (64), maxpool, linear(4096, 10)",
             _STEP + ("batch_norm",)),
+    Network("resnet20", 64, (3, 32, 32), "nn.models.resnet(20): CIFAR ResNet-20 (basic blocks, 16/32/64 channels), "
+                                         "global average pool, linear(64, 10)", _CONVS + ("batch_norm",)),
 )
 CASES = NETWORKS
 BY_NAME = {network.name: network for network in NETWORKS}
 THREE_LAYER = {"digits": dict(input_dim=(1, 8, 8), num_filters=16, filter_size=3, hidden_dim=64),
                "cs231n": dict()}
 VGG_WIDTHS = (32, 32, "pool", 64, 64, "pool")
+RESNET_DEPTH, RESNET_WIDTHS = 20, (16, 32, 64)
 
 
 def _layer_macs(network: Network) -> list[float]:
@@ -71,6 +76,8 @@ def _layer_macs(network: Network) -> list[float]:
         args = {"num_filters": 32, "filter_size": 7, "hidden_dim": 100, **THREE_LAYER[network.name]}
         f, k, hidden = args["num_filters"], args["filter_size"], args["hidden_dim"]
         return [f * c * k * k * h * w, f * (h // 2) * (w // 2) * hidden, hidden * 10]
+    if network.name == "resnet20":
+        return _resnet_macs(c, h, w)
     macs = []
     for width in VGG_WIDTHS:
         if width == "pool":
@@ -79,6 +86,20 @@ def _layer_macs(network: Network) -> list[float]:
             macs.append(width * c * 9 * h * w)
             c = width
     return macs + [c * h * w * 10]
+
+
+def _resnet_macs(c, h, w) -> list[float]:
+    """The stem, each block's two 3x3 convs (and 1x1 shortcut where a stage starts), the linear layer."""
+    macs = [RESNET_WIDTHS[0] * c * 9 * h * w]
+    c = RESNET_WIDTHS[0]
+    for stage, width in enumerate(RESNET_WIDTHS):
+        for block in range((RESNET_DEPTH - 2) // 6):
+            if stage > 0 and block == 0:  # stride 2
+                h, w = h // 2, w // 2
+                macs.append(width * c * h * w)
+            macs += [width * c * 9 * h * w, width * width * 9 * h * w]
+            c = width
+    return macs + [c * 10]
 
 
 def batches(network: Network, dtype) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -122,26 +143,73 @@ class NNThreeLayer(_Trainer):
         return self.model.params
 
 
-def _vgg_layers(module, dtype, rng=None) -> list:
-    """The vgg network's layers, from ``module`` (nn or torch.nn, whose constructors match)."""
+def _module_net(network: Network, dtype):
+    """The vgg or resnet20 network in nn's module API."""
+    import nn
+    rng = np.random.default_rng(SEED)
+    if network.name == "resnet20":
+        return nn.models.resnet(RESNET_DEPTH, widths=RESNET_WIDTHS, dtype=dtype, rng=rng)
     layers, channels = [], 3
-    extra = {"dtype": dtype, "rng": rng} if rng is not None else {}
     for width in VGG_WIDTHS:
         if width == "pool":
-            layers.append(module.MaxPool2d(2))
+            layers.append(nn.MaxPool2d(2))
             continue
-        layers += [module.Conv2d(channels, width, 3, padding=1, **extra),
-                   module.BatchNorm2d(width, **({"dtype": dtype} if rng is not None else {})), module.ReLU()]
+        layers += [nn.Conv2d(channels, width, 3, padding=1, dtype=dtype, rng=rng), nn.BatchNorm2d(width, dtype=dtype),
+                   nn.ReLU()]
         channels = width
-    return layers + [module.Flatten(), module.Linear(channels * 8 * 8, 10, **extra)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * 8 * 8, 10, dtype=dtype, rng=rng))
+
+
+@functools.cache
+def _torch_residual():
+    import torch
+
+    class Residual(torch.nn.Module):
+        """nn.Residual in torch: ``body(x) + shortcut(x)`` (identity shortcut when None)."""
+
+        def __init__(self, body, shortcut):
+            super().__init__()
+            self.body, self.shortcut = body, shortcut
+
+        def forward(self, x):
+            return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+    return Residual
+
+
+def torch_mirror(module):
+    """The same layers in torch.nn, with the same parameter names, for a network of nn modules."""
+    import torch
+
+    import nn
+    tnn = torch.nn
+    if isinstance(module, nn.Sequential):
+        return tnn.Sequential(*map(torch_mirror, module.layers))
+    if isinstance(module, nn.Residual):
+        shortcut = None if module.shortcut is None else torch_mirror(module.shortcut)
+        return _torch_residual()(torch_mirror(module.body), shortcut)
+    if isinstance(module, nn.Conv2d):
+        return tnn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                          module.dilation, module.groups, bias=module.bias is not None)
+    if isinstance(module, nn.BatchNorm2d):
+        return tnn.BatchNorm2d(module.num_features, module.eps, module.momentum)
+    if isinstance(module, nn.Linear):
+        return tnn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+    if isinstance(module, nn.MaxPool2d):
+        return tnn.MaxPool2d(module.kernel_size, module.stride, module.padding)
+    if isinstance(module, nn.GlobalAvgPool2d):
+        return tnn.Sequential(tnn.AdaptiveAvgPool2d(1), tnn.Flatten())
+    simple = {nn.ReLU: tnn.ReLU, nn.Flatten: tnn.Flatten}
+    if type(module) in simple:
+        return simple[type(module)]()
+    raise TypeError(f"no torch mirror for {type(module).__name__}")
 
 
 class NNSequential(_Trainer):
-    """The vgg network in nn's module API: nn.Sequential, nn.CrossEntropyLoss, nn.optim.Adam."""
+    """A module-API network (vgg, resnet20): nn.Sequential, nn.CrossEntropyLoss, nn.optim.Adam."""
 
     def __init__(self, network: Network, dtype):
         import nn
-        self.net = nn.Sequential(*_vgg_layers(nn, dtype, np.random.default_rng(SEED)))
+        self.net = _module_net(network, dtype)
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = nn.optim.Adam(self.net.parameters(), lr=1e-3)
 
@@ -169,7 +237,7 @@ class TorchPeer(_Trainer):
     """The same network in PyTorch (torch.nn layers, CrossEntropyLoss, torch.optim.Adam), starting
     from the nn model's weights."""
 
-    def __init__(self, network: Network, dtype, weights: dict):
+    def __init__(self, network: Network, dtype, trainer: _Trainer):
         import torch
         self.torch = torch
         tnn = torch.nn
@@ -184,8 +252,9 @@ class TorchPeer(_Trainer):
             self.names = {"W1": ("0.weight", False), "b1": ("0.bias", False), "W2": ("4.weight", True),
                           "b2": ("4.bias", False), "W3": ("6.weight", True), "b3": ("6.bias", False)}
         else:
-            self.net = tnn.Sequential(*_vgg_layers(tnn, dtype))
-            self.names = {name: (name, False) for name in weights}
+            self.net = torch_mirror(trainer.net)
+            self.names = {name: (name, False) for name, _ in trainer.net.named_parameters()}
+        weights = trainer.weights()
         self.net = self.net.to(torch.float32 if np.dtype(dtype) == np.float32 else torch.float64)
         params = dict(self.net.named_parameters())
         with torch.no_grad():
@@ -245,8 +314,7 @@ def make_call(network: Network, dtype, backend: str, torch_name: str = "torch") 
     import fastconv
     data = batches(network, dtype)
     if backend == torch_name:
-        weights = nn_trainer(network, dtype).weights()
-        return StepCall(TorchPeer(network, dtype, weights), data, contextlib.nullcontext)
+        return StepCall(TorchPeer(network, dtype, nn_trainer(network, dtype)), data, contextlib.nullcontext)
     return StepCall(nn_trainer(network, dtype), data, lambda: fastconv.use_backend(backend))
 
 
