@@ -516,30 +516,36 @@ class Identity(Module):
         return dout
 
 
-class Sigmoid(Module):
+class _SquashingActivation(Module):
+    """An elementwise activation whose derivative is a function of its output (kept for backward)."""
+
+    def forward(self, x):
+        out = self._function(_float_input("x", x))
+        self._cache = out
+        return out
+
+    def backward(self, dout):
+        return dout * self._derivative(self._saved())
+
+
+class Sigmoid(_SquashingActivation):
     """``1 / (1 + exp(-x))`` elementwise, without overflow for large ``|x|``."""
 
-    def forward(self, x):
-        out = layers.sigmoid(_float_input("x", x))
-        self._cache = out
-        return out
+    _function = staticmethod(layers.sigmoid)
 
-    def backward(self, dout):
-        out = self._saved()
-        return dout * (out * (1 - out))
+    @staticmethod
+    def _derivative(out):
+        return out * (1 - out)
 
 
-class Tanh(Module):
+class Tanh(_SquashingActivation):
     """``tanh(x)`` elementwise."""
 
-    def forward(self, x):
-        out = np.tanh(_float_input("x", x))
-        self._cache = out
-        return out
+    _function = staticmethod(np.tanh)
 
-    def backward(self, dout):
-        out = self._saved()
-        return dout * (1 - out * out)
+    @staticmethod
+    def _derivative(out):
+        return 1 - out * out
 
 
 class ModuleList(Module):
