@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .layers import softmax_loss, svm_loss
+from .layers import class_labels, softmax_loss, svm_loss
 from .modules import _float_input, _positive_int
 from .optim import _check_range
 
@@ -28,17 +28,6 @@ DIGITS_DEFAULTS = {
 
 # ----------------------------------------------------------------------------- validation
 
-def _labels(y, num_samples, num_classes):
-    y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"y must hold integer labels, got dtype {y.dtype}")
-    if y.shape != (num_samples,):
-        raise ValueError(f"y must have shape (N,) = ({num_samples},) to match X, got {y.shape}")
-    if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"y: labels must be in [0, {num_classes}), got values in [{y.min()}, {y.max()}]")
-    return y
-
-
 def _data(X, y=None, num_classes=None):
     """X a float (N, D) array with N >= 1, and y (if given) N integer labels in [0, num_classes)."""
     X = _float_input("X", X)
@@ -46,7 +35,7 @@ def _data(X, y=None, num_classes=None):
         raise ValueError(f"X must be 2-D (N, D), got shape {X.shape}")
     if X.shape[0] < 1:
         raise ValueError(f"X must hold at least one sample, got shape {X.shape}")
-    return X if y is None else (X, _labels(y, X.shape[0], num_classes))
+    return X if y is None else (X, class_labels("y", y, num_classes, X.shape[0]))
 
 
 def _weights(W, X):
@@ -61,7 +50,7 @@ def _weights(W, X):
 def _loss_args(W, X, y, reg):
     X = _data(X)
     W = _weights(W, X)
-    return W, X, _labels(y, X.shape[0], W.shape[1]), _check_range("reg", reg, 0, math.inf)
+    return W, X, class_labels("y", y, W.shape[1], X.shape[0]), _check_range("reg", reg, 0, math.inf)
 
 
 def _regularized(data_loss, data_dW, W, reg):

@@ -321,15 +321,26 @@ def dropout_backward(dout, cache):
 
 # ----------------------------------------------------------------------------- losses
 
-def _check_labels(x, y):
+def class_labels(name, y, num_classes, num_samples=None):
+    """``y`` as an array of integer class labels in [0, num_classes) (any >= 0 with ``num_classes``
+    None), one per sample (``num_samples`` of them when given); TypeError/ValueError naming ``name``
+    otherwise. Shared by every loss and classifier of nn."""
     y = np.asarray(y)
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"scores must be (N, C) and labels (N,), got {x.shape} and {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"labels must be integers, got dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
-        raise ValueError(f"labels must be in [0, {x.shape[1]}), got values in [{y.min()}, {y.max()}]")
+        raise TypeError(f"{name}: labels must be integers, got dtype {y.dtype}")
+    if y.ndim != 1 or (num_samples is not None and len(y) != num_samples):
+        wanted = "(N,)" if num_samples is None else f"({num_samples},), one per sample"
+        raise ValueError(f"{name}: labels must have shape {wanted}, got {y.shape}")
+    if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+        bound = "..." if num_classes is None else num_classes
+        raise ValueError(f"{name}: labels must be in [0, {bound}), got values in [{y.min()}, {y.max()}]")
     return y
+
+
+def _check_labels(x, y):
+    if x.ndim != 2:
+        raise ValueError(f"scores must be (N, C), got shape {x.shape}")
+    return class_labels("y", y, x.shape[1], x.shape[0])
 
 
 def softmax_loss(x, y):

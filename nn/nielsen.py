@@ -109,15 +109,6 @@ def _stack_columns(columns, rows, name):
     return np.concatenate(columns, axis=1)
 
 
-def _labels(labels, num_classes, name):
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name}: labels must be ints, got {labels.dtype} of shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{name}: labels must be in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
-    return labels
-
-
 def _one_hot(labels, num_classes, dtype):
     """(num_classes, N): column i is 1 in row labels[i]."""
     return (np.arange(num_classes)[:, None] == labels).astype(dtype)
@@ -211,7 +202,7 @@ class Network:
             return self._training_columns(data, name)
         xs, labels = zip(*_pairs(data, name))
         x = _stack_columns(xs, self.sizes[0], name)
-        return x, _one_hot(_labels(labels, self.sizes[-1], name), self.sizes[-1], self.dtype)
+        return x, _one_hot(layers.class_labels(name, labels, self.sizes[-1]), self.sizes[-1], self.dtype)
 
     def accuracy(self, data, convert=False):
         """How many of ``data`` the network classifies right: y are int labels, or one-hot with ``convert``."""
@@ -328,7 +319,7 @@ def vectorized_data(X, y, one_hot, num_classes=10):
     if X.ndim < 1 or len(X) == 0:
         raise ValueError(f"X must be a non-empty (N, ...) array, got shape {X.shape}")
     columns = X.reshape(len(X), -1, 1).copy()
-    labels = _labels(y, _check_int("num_classes", num_classes, 1), "y")
+    labels = layers.class_labels("y", y, _check_int("num_classes", num_classes, 1))
     if len(labels) != len(X):
         raise ValueError(f"y has {len(labels)} labels for {len(X)} samples in X")
     if one_hot:
