@@ -11,6 +11,7 @@ pyproject.toml): it defines the workload-family protocol of ``fastconv.bench.wor
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 from dataclasses import dataclass
@@ -108,15 +109,17 @@ def batches(network: Network, dtype) -> list[tuple[np.ndarray, np.ndarray]]:
              rng.integers(0, 10, network.batch)) for _ in range(BATCHES)]
 
 
-class _Trainer:
+class _Trainer(abc.ABC):
     """One side of a network workload: ``step(X, y)`` trains once; ``checked_step(X, y)`` trains
     once and returns (loss, {name: gradient}) with the parameter names and layouts of the nn model."""
 
+    @abc.abstractmethod
     def step(self, X, y) -> None:
-        raise NotImplementedError
+        """One training step on the batch."""
 
+    @abc.abstractmethod
     def checked_step(self, X, y) -> tuple[float, dict]:
-        raise NotImplementedError
+        """One training step on the batch; its loss and gradients."""
 
 
 class NNThreeLayer(_Trainer):
